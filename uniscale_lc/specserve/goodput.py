@@ -39,7 +39,7 @@ def interp_extrap(x: ArrayLike, xs: Sequence[float], ys: Sequence[float]) -> Flo
 
 def survival_from_conditional(rates: ArrayLike) -> FloatArray:
     """Per-position conditional acceptance rates -> P(positions 1..j all accepted)."""
-    return np.cumprod(np.clip(np.asarray(rates, dtype=np.float64), 0.0, 1.0), axis=-1)
+    return np.asarray(np.cumprod(np.clip(np.asarray(rates, dtype=np.float64), 0.0, 1.0), axis=-1), dtype=np.float64)
 
 
 def extend_survival(survival: ArrayLike, k: int) -> FloatArray:

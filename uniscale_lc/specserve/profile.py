@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -53,12 +54,12 @@ class Profile(BaseModel):
             grid, values = getattr(self, grid_name), getattr(self, values_name)
             if len(grid) != len(values):
                 raise ValueError(f"{grid_name} and {values_name} must have the same length")
-            if any(b <= a for a, b in zip(grid, grid[1:], strict=False)) or grid[0] < 1:
+            if any(b <= a for a, b in itertools.pairwise(grid)) or grid[0] < 1:
                 raise ValueError(f"{grid_name} must be strictly increasing positive integers")
             if any(not np.isfinite(v) or v < 0 for v in values):
                 raise ValueError(f"{values_name} must be finite and >= 0")
         acc = self.acceptance_per_pos
-        if any(not 0.0 <= a <= 1.0 for a in acc) or any(b > a + 1e-9 for a, b in zip(acc, acc[1:], strict=False)):
+        if any(not 0.0 <= a <= 1.0 for a in acc) or any(b > a + 1e-9 for a, b in itertools.pairwise(acc)):
             raise ValueError(
                 "acceptance_per_pos must be non-increasing probabilities in [0, 1] "
                 "(P(positions 1..j all accepted)); convert per-position conditional rates with cumprod"
