@@ -1,0 +1,907 @@
+"""The one place that talks to litellm: timeouts, retries, `n` or parallel samples, usage and cost, typed errors.
+
+See docs/client.md for the rules (model naming, retry policy, cost sources, key handling).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import dataclasses
+import email.utils
+import ipaddress
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Coroutine, Iterator, Mapping, Sequence
+from types import ModuleType
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+from weakref import WeakKeyDictionary
+
+from .errors import ConfigError, ModelCallError, ModelTimeoutError, RateLimitedError, field_error
+from .model_spec import ModelSpec
+from .prices import lookup_usd_per_mtok
+from .redact import redact
+
+__all__ = [
+    "Choice",
+    "Completion",
+    "ModelClient",
+    "RetryPolicy",
+    "StreamDelta",
+    "call_cost_usd",
+    "empty_usage",
+    "gpu_cost_usd",
+    "litellm_model_name",
+    "parse_retry_after",
+    "plan_calls",
+]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Sent when a loopback server needs no key: the OpenAI client refuses to start without one.
+DUMMY_LOCAL_KEY = "EMPTY"
+DEFAULT_PROVIDER_FOR_API_BASE = "hosted_vllm"
+# Arguments the client owns; `extra` may not override them.
+_RESERVED_KWARGS = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "api_key",
+        "api_base",
+        "base_url",
+        "timeout",
+        "max_retries",
+        "num_retries",
+        "n",
+    }
+)
+# The wall-clock guard around each call is the spec's timeout plus this, in case litellm overruns its own.
+_TIMEOUT_GUARD_S = 0.5
+_MAX_DETAIL_CHARS = 600
+
+_litellm_module: ModuleType | None = None
+
+
+def _litellm() -> ModuleType:
+    """Import litellm on first use: it takes seconds and must not fetch its price map from the internet."""
+    global _litellm_module
+    if _litellm_module is None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm
+
+        # Stop litellm printing "Give Feedback / Get Help" to stdout on every failed call; we log instead.
+        litellm.suppress_debug_info = True
+        _litellm_module = litellm
+    return _litellm_module
+
+
+# ---- results ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One sample. `tool_calls` are OpenAI-format dicts; `logprobs` one float per generated token, if asked."""
+
+    text: str
+    finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    logprobs: list[float] | None = None
+
+
+def empty_usage() -> dict[str, Any]:
+    """The usage dict with every key present and zero."""
+    return {
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "total_tokens": 0,
+        "calls": 0,
+        "cost_usd": 0.0,
+        "latency_s": 0.0,
+    }
+
+
+@dataclasses.dataclass
+class Completion:
+    """The result of `acomplete`: exactly `n` choices, and usage summed over every call made for them.
+
+    `usage` keys: input_tokens, output_tokens, total_tokens, calls (successful API calls), cost_usd, latency_s
+    (wall clock of the whole request, retries and backoff included). `Completion(texts=[...])` alone is
+    enough for fakes in tests: choices are filled from the texts.
+    """
+
+    texts: list[str]
+    choices: list[Choice] = dataclasses.field(default_factory=list)
+    usage: dict[str, Any] = dataclasses.field(default_factory=empty_usage)
+    model: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.choices:
+            self.choices = [Choice(text=text) for text in self.texts]
+        elif len(self.choices) != len(self.texts):
+            raise ValueError(f"Completion: {len(self.texts)} texts but {len(self.choices)} choices")
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamDelta:
+    """One piece of a streamed answer. The last delta of a stream has `usage` set and no text."""
+
+    text: str = ""
+    index: int = 0
+    finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    logprobs: list[float] | None = None
+    usage: dict[str, Any] | None = None
+
+
+# ---- pure decisions ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries with exponential backoff and jitter, for 429, timeouts, 5xx and malformed replies.
+
+    `max_attempts` counts the first try. A Retry-After longer than `max_retry_after_s` is not waited for:
+    the error is raised at once so the router can try another arm.
+    """
+
+    max_attempts: int = 3
+    base_delay_s: float = 0.5
+    max_delay_s: float = 8.0
+    jitter: float = 0.5
+    max_retry_after_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise field_error("RetryPolicy", "max_attempts", self.max_attempts, "use 1 (no retries) or more")
+        if self.base_delay_s < 0 or self.max_delay_s < 0 or not 0 <= self.jitter <= 1:
+            raise ConfigError("RetryPolicy: delays must be >= 0 and jitter in [0, 1]")
+
+    def delay_s(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float | None:
+        """Seconds to wait after failed attempt `attempt` (1-based); None means do not retry."""
+        if attempt >= self.max_attempts:
+            return None
+        if retry_after_s is not None:
+            if retry_after_s > self.max_retry_after_s:
+                return None
+            # The server named its time; a little jitter on top keeps clients from returning in lockstep.
+            return retry_after_s + rng.uniform(0.0, self.jitter * min(retry_after_s, self.base_delay_s))
+        backoff = min(self.max_delay_s, self.base_delay_s * (2 ** (attempt - 1)))
+        return backoff * (1.0 - self.jitter * rng.random())
+
+
+def plan_calls(n: int, provider_supports_n: bool) -> list[int]:
+    """How many samples to ask of each API call: one call with `n`, or `n` parallel calls of one."""
+    if n < 1:
+        raise field_error("ModelClient.acomplete", "n", n, "ask for at least one sample")
+    return [n] if provider_supports_n or n == 1 else [1] * n
+
+
+def litellm_model_name(model: str, api_base: str | None, providers: frozenset[str]) -> str:
+    """The name to send to litellm.
+
+    A name whose first path segment is a litellm provider (`openai/x`, `hosted_vllm/x`, `anthropic/x`) is
+    sent as is. Otherwise, with an `api_base`, the server is taken to be vLLM (or another OpenAI-compatible
+    server) and the name becomes `hosted_vllm/<model>`, so `Qwen/Qwen2.5-7B` is served as itself. Without an
+    `api_base` the name is left to litellm's own inference (`gpt-4o-mini` -> openai).
+    """
+    prefix = model.split("/", 1)[0] if "/" in model else None
+    if prefix is not None and prefix in providers:
+        return model
+    if api_base:
+        return f"{DEFAULT_PROVIDER_FOR_API_BASE}/{model}"
+    return model
+
+
+def parse_retry_after(headers: Mapping[str, Any] | None, now: float | None = None) -> float | None:
+    """Seconds from `retry-after-ms` or `retry-after` (seconds or an HTTP date); None when absent or bad."""
+    if not headers:
+        return None
+    lowered = {str(key).lower(): value for key, value in headers.items()}
+    milliseconds = lowered.get("retry-after-ms")
+    if milliseconds is not None:
+        try:
+            return max(0.0, float(milliseconds) / 1000.0)
+        except (TypeError, ValueError):
+            pass
+    value = lowered.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(str(value))
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def call_cost_usd(
+    input_tokens: int,
+    output_tokens: int,
+    input_usd_per_mtok: float,
+    output_usd_per_mtok: float,
+    litellm_cost_usd: float | None = None,
+) -> float:
+    """Token cost of one call: litellm's own figure when it has one (it knows cached and reasoning rates),
+    else tokens times the per-million prices."""
+    if litellm_cost_usd is not None:
+        return float(litellm_cost_usd)
+    return (input_tokens * input_usd_per_mtok + output_tokens * output_usd_per_mtok) / 1e6
+
+
+def gpu_cost_usd(latency_s: float, gpu_usd_per_hour: float) -> float:
+    """Self-hosted cost: the server's hourly price for the wall time this request held it (batching ignored)."""
+    return max(0.0, latency_s) * gpu_usd_per_hour / 3600.0
+
+
+def _is_loopback(api_base: str | None) -> bool:
+    if not api_base:
+        return False
+    host = urlsplit(api_base).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# ---- errors -----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Failure:
+    """What went wrong in one attempt, before it becomes the typed error the caller sees."""
+
+    kind: type[ModelCallError]
+    retryable: bool
+    status_code: int | None
+    summary: str
+    detail: str = ""
+    retry_after_s: float | None = None
+
+    def error(self, model: str, attempts: int) -> ModelCallError:
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        detail = f": {self.detail}" if self.detail else ""
+        return self.kind(
+            f"{model}: {self.summary}{tries}{detail}",
+            model=model,
+            retryable=self.retryable,
+            status_code=self.status_code,
+        )
+
+    def describe(self) -> str:
+        return f"{self.summary}: {self.detail}" if self.detail else self.summary
+
+
+class _MalformedResponse(Exception):
+    """The provider answered, but not with something usable (no choices, a stream cut short)."""
+
+
+def _exception_headers(exc: BaseException) -> Mapping[str, Any] | None:
+    for candidate in (
+        getattr(exc, "litellm_response_headers", None),
+        getattr(exc, "headers", None),
+        getattr(getattr(exc, "response", None), "headers", None),
+    ):
+        if candidate:
+            try:
+                return dict(candidate.items())
+            except Exception:
+                continue
+    return None
+
+
+def _classify(exc: BaseException, secrets: Sequence[str | None]) -> _Failure:
+    """Map any exception from one attempt to a `_Failure`; the detail is already redacted."""
+    name = type(exc).__name__
+    text = str(exc)
+    detail = redact(text if name in text else f"{name}: {text}", secrets)
+    if len(detail) > _MAX_DETAIL_CHARS:
+        detail = detail[: _MAX_DETAIL_CHARS - 3] + "..."
+    if isinstance(exc, _MalformedResponse):
+        return _Failure(ModelCallError, True, None, "malformed response", text)
+    if isinstance(exc, asyncio.TimeoutError):
+        return _Failure(ModelTimeoutError, True, None, "timed out (client-side guard)")
+    litellm = _litellm()
+    status = getattr(exc, "status_code", None)
+    status = status if isinstance(status, int) else None
+    if isinstance(exc, litellm.Timeout):
+        return _Failure(ModelTimeoutError, True, status, "timed out", detail)
+    if isinstance(exc, litellm.RateLimitError) or status == 429:
+        retry_after = parse_retry_after(_exception_headers(exc))
+        return _Failure(RateLimitedError, True, 429, "rate limited (429)", detail, retry_after)
+    if isinstance(exc, litellm.APIConnectionError):
+        return _Failure(ModelCallError, True, status, "connection failed", detail)
+    if status is not None and status >= 500:
+        return _Failure(ModelCallError, True, status, f"server error ({status})", detail)
+    if status is not None and 400 <= status < 500:
+        return _Failure(ModelCallError, status == 408, status, f"request rejected ({status})", detail)
+    if isinstance(exc, litellm.APIError):
+        # An APIError without an HTTP error status: litellm could not parse what came back.
+        return _Failure(ModelCallError, True, None, "malformed response", detail)
+    if isinstance(exc, (KeyError, IndexError, ValueError, AttributeError, OSError)):
+        return _Failure(ModelCallError, True, None, "malformed response or transport error", detail)
+    return _Failure(ModelCallError, False, status, "unexpected error", detail)
+
+
+# ---- response parsing -------------------------------------------------------------------------------------
+
+
+def _get(obj: Any, key: str) -> Any:
+    """Attribute or key access: litellm returns pydantic objects, some providers plain dicts."""
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def _plain_tool_calls(raw: Any) -> list[dict[str, Any]] | None:
+    if not raw:
+        return None
+    calls = []
+    for call in raw:
+        function = _get(call, "function")
+        entry: dict[str, Any] = {
+            "id": _get(call, "id"),
+            "type": _get(call, "type") or "function",
+            "function": {"name": _get(function, "name"), "arguments": _get(function, "arguments") or ""},
+        }
+        index = _get(call, "index")
+        if index is not None:
+            entry["index"] = index
+        calls.append(entry)
+    return calls
+
+
+def _token_logprobs(raw: Any) -> list[float] | None:
+    content = _get(raw, "content") if raw is not None else None
+    if content is None:
+        return None
+    return [float(_get(item, "logprob")) for item in content]
+
+
+@dataclasses.dataclass
+class _CallResult:
+    choices: list[Choice]
+    input_tokens: int
+    output_tokens: int
+    litellm_cost_usd: float | None
+
+
+def _parse_response(response: Any, *, use_litellm_cost: bool) -> _CallResult:
+    raw_choices = _get(response, "choices")
+    if not raw_choices:
+        raise _MalformedResponse("the response has no choices")
+    choices = []
+    for raw in raw_choices:
+        message = _get(raw, "message")
+        if message is None:
+            raise _MalformedResponse("a choice has no message")
+        content = _get(message, "content")
+        choices.append(
+            Choice(
+                text=content if isinstance(content, str) else "",
+                finish_reason=_get(raw, "finish_reason"),
+                tool_calls=_plain_tool_calls(_get(message, "tool_calls")),
+                logprobs=_token_logprobs(_get(raw, "logprobs")),
+            )
+        )
+    usage = _get(response, "usage")
+    input_tokens = int(_get(usage, "prompt_tokens") or 0) if usage is not None else 0
+    output_tokens = int(_get(usage, "completion_tokens") or 0) if usage is not None else 0
+    cost = None
+    if use_litellm_cost:
+        hidden = getattr(response, "_hidden_params", None) or {}
+        value = hidden.get("response_cost") if isinstance(hidden, Mapping) else None
+        cost = float(value) if isinstance(value, (int, float)) else None
+    return _CallResult(choices, input_tokens, output_tokens, cost)
+
+
+# ---- per-spec facts, resolved once ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Target:
+    """What a spec means for litellm, worked out once per spec (provider lookups are not free)."""
+
+    litellm_model: str
+    supports_n: bool
+    loopback: bool
+    use_litellm_cost: bool
+
+
+def _resolve_target(spec: ModelSpec) -> _Target:
+    litellm = _litellm()
+    providers = frozenset(str(getattr(p, "value", p)) for p in litellm.provider_list)
+    name = litellm_model_name(spec.model, spec.api_base, providers)
+    try:
+        supported = litellm.get_supported_openai_params(model=name) or []
+    except Exception:  # an unknown provider: assume the conservative answer
+        supported = []
+    # litellm's per-call cost is trusted only while the spec's prices are litellm's own (not overridden), and
+    # never for self-hosted specs, whose cost is GPU time.
+    table_prices = lookup_usd_per_mtok(name)
+    own_prices = (spec.input_usd_per_mtok, spec.output_usd_per_mtok)
+    use_litellm_cost = not spec.self_hosted and table_prices is not None and table_prices == own_prices
+    return _Target(
+        litellm_model=name,
+        supports_n="n" in supported,
+        loopback=_is_loopback(spec.api_base),
+        use_litellm_cost=use_litellm_cost,
+    )
+
+
+# ---- the sync bridge --------------------------------------------------------------------------------------
+
+
+class _BackgroundLoop:
+    """One event loop in a daemon thread that runs every sync call.
+
+    Why not `asyncio.run` per call: litellm caches HTTP sessions per event loop, and a fresh loop per call
+    leaves those bound to closed loops; one long-lived loop also makes per-model concurrency limits hold
+    across sync callers. Works the same whether or not the calling thread has a running loop (that loop is
+    blocked for the duration, as any sync call would block it; async code should use `acomplete`).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def _ensure(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._thread is None or not self._thread.is_alive():
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="uniscale-client-loop", daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        loop = self._ensure()
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError(
+                "a sync ModelClient call from inside its own loop would deadlock; await the async one"
+            )
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5.0)
+            if not thread.is_alive():
+                loop.close()
+
+
+_BACKGROUND = _BackgroundLoop()
+atexit.register(_BACKGROUND.close)
+
+
+# ---- the client -------------------------------------------------------------------------------------------
+
+
+class ModelClient:
+    """Calls models through litellm with explicit timeouts, our own bounded retries and per-model limits.
+
+    One instance per process or chat model; it is cheap and holds only caches and semaphores.
+    """
+
+    def __init__(self, retry: RetryPolicy | None = None, *, seed: int | None = None) -> None:
+        self.retry = retry or RetryPolicy()
+        self._rng = random.Random(seed)
+        self._targets: dict[ModelSpec, _Target] = {}
+        # Semaphores belong to the loop they were first awaited on, so keep one set per loop.
+        self._limits: WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[tuple[str, str | None], asyncio.Semaphore]
+        ]
+        self._limits = WeakKeyDictionary()
+
+    # -- helpers
+
+    def _target(self, spec: ModelSpec) -> _Target:
+        target = self._targets.get(spec)
+        if target is None:
+            target = self._targets[spec] = _resolve_target(spec)
+        return target
+
+    async def _atarget(self, spec: ModelSpec) -> _Target:
+        target = self._targets.get(spec)
+        if target is not None:
+            return target
+        if _litellm_module is None:
+            # The first import takes seconds; do it in a worker thread so the caller's loop keeps serving.
+            await asyncio.to_thread(_litellm)
+        return self._target(spec)
+
+    async def awarm_up(self, specs: Sequence[ModelSpec] = ()) -> None:
+        """Import litellm and resolve `specs` ahead of the first request (off the event loop)."""
+        await asyncio.to_thread(_litellm)
+        for spec in specs:
+            self._target(spec)
+
+    def _limit(self, spec: ModelSpec) -> asyncio.Semaphore | None:
+        if spec.max_concurrency is None:
+            return None
+        loop = asyncio.get_running_loop()
+        per_loop = self._limits.get(loop)
+        if per_loop is None:
+            per_loop = self._limits[loop] = {}
+        key = (spec.model, spec.api_base)
+        semaphore = per_loop.get(key)
+        if semaphore is None:
+            semaphore = per_loop[key] = asyncio.Semaphore(spec.max_concurrency)
+        return semaphore
+
+    @staticmethod
+    def _api_key(spec: ModelSpec, target: _Target) -> str | None:
+        key = spec.api_key()
+        if key:
+            return key
+        if target.loopback:
+            return DUMMY_LOCAL_KEY
+        if spec.api_key_env:
+            raise field_error(
+                "ModelSpec",
+                "api_key_env",
+                spec.api_key_env,
+                "that environment variable is not set or empty; export it before calling the model",
+            )
+        return None  # litellm falls back to the provider's usual variable (OPENAI_API_KEY, ...)
+
+    def _kwargs(
+        self,
+        spec: ModelSpec,
+        target: _Target,
+        messages: list[dict[str, Any]],
+        temperature: float | None,
+        max_tokens: int | None,
+        logprobs: bool,
+        tools: list[dict[str, Any]] | None,
+        tool_choice: str | dict[str, Any] | None,
+        stop: str | list[str] | None,
+        extra: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": target.litellm_model,
+            "messages": messages,
+            "timeout": spec.timeout_s,
+            "max_retries": 0,  # we retry; the OpenAI SDK would otherwise retry twice more inside each attempt
+        }
+        if spec.api_base:
+            kwargs["api_base"] = spec.api_base
+        key = self._api_key(spec, target)
+        if key is not None:
+            kwargs["api_key"] = key
+        if temperature is not None:
+            kwargs["temperature"] = temperature
+        if max_tokens is not None:
+            kwargs["max_tokens"] = max_tokens
+        if logprobs:
+            kwargs["logprobs"] = True
+        if tools:
+            kwargs["tools"] = tools
+            if tool_choice is not None:
+                kwargs["tool_choice"] = tool_choice
+        if stop is not None:
+            kwargs["stop"] = stop
+        if extra:
+            clash = sorted(_RESERVED_KWARGS.intersection(extra))
+            if clash:
+                raise field_error(
+                    "ModelClient",
+                    "extra",
+                    clash,
+                    "these are set by the client; use the ModelSpec or arguments",
+                )
+            kwargs.update(extra)
+        return kwargs
+
+    async def _attempt(self, spec: ModelSpec, target: _Target, kwargs: dict[str, Any]) -> _CallResult:
+        response = await asyncio.wait_for(_litellm().acompletion(**kwargs), spec.timeout_s + _TIMEOUT_GUARD_S)
+        return _parse_response(response, use_litellm_cost=target.use_litellm_cost)
+
+    async def _call(
+        self, spec: ModelSpec, target: _Target, kwargs: dict[str, Any], secrets: list[str | None]
+    ) -> _CallResult:
+        """One logical call with bounded retries; raises the typed error of the last attempt."""
+        attempt = 0
+        while True:
+            attempt += 1
+            failure: _Failure | None = None
+            limit = self._limit(spec)
+            try:
+                if limit is None:
+                    return await self._attempt(spec, target, kwargs)
+                async with limit:
+                    return await self._attempt(spec, target, kwargs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failure = _classify(exc, secrets)
+            # Raised outside the except block so no provider exception (which may quote headers) is chained.
+            delay = (
+                self.retry.delay_s(attempt, failure.retry_after_s, self._rng) if failure.retryable else None
+            )
+            if delay is None:
+                raise failure.error(spec.model, attempt)
+            logger.warning(
+                "%s: attempt %d/%d failed (%s); retrying in %.2f s",
+                spec.model,
+                attempt,
+                self.retry.max_attempts,
+                failure.describe(),
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+    # -- public API
+
+    async def acomplete(
+        self,
+        spec: ModelSpec,
+        messages: list[dict[str, Any]],
+        *,
+        n: int = 1,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        logprobs: bool = False,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        stop: str | list[str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Completion:
+        """Ask `spec` for `n` samples; returns exactly `n` choices or raises a `ModelCallError`.
+
+        `n` goes to the provider in one call when litellm says the provider supports it, else as `n` parallel
+        calls; if the provider returns fewer choices than asked, the rest are topped up with parallel calls.
+        """
+        target = await self._atarget(spec)
+        started = time.perf_counter()
+        kwargs = self._kwargs(
+            spec, target, messages, temperature, max_tokens, logprobs, tools, tool_choice, stop, extra
+        )
+        secrets = [kwargs.get("api_key")]
+        plan = plan_calls(n, target.supports_n)
+        results = await self._run_plan(spec, target, kwargs, secrets, plan)
+        got = sum(len(result.choices) for result in results)
+        if got < n:
+            logger.info("%s: asked for n=%d, got %d; topping up with %d calls", spec.model, n, got, n - got)
+            results += await self._run_plan(spec, target, kwargs, secrets, [1] * (n - got))
+        choices = [choice for result in results for choice in result.choices][:n]
+        latency_s = time.perf_counter() - started
+        return Completion(
+            texts=[choice.text for choice in choices],
+            choices=choices,
+            usage=self._usage(spec, results, latency_s),
+            model=spec.model,
+        )
+
+    async def _run_plan(
+        self,
+        spec: ModelSpec,
+        target: _Target,
+        kwargs: dict[str, Any],
+        secrets: list[str | None],
+        plan: list[int],
+    ) -> list[_CallResult]:
+        def with_n(k: int) -> dict[str, Any]:
+            return {**kwargs, "n": k} if k > 1 else kwargs
+
+        if len(plan) == 1:  # the common case: no task objects
+            return [await self._call(spec, target, with_n(plan[0]), secrets)]
+        return await _gather_or_cancel([self._call(spec, target, with_n(k), secrets) for k in plan])
+
+    @staticmethod
+    def _usage(spec: ModelSpec, results: Sequence[_CallResult], latency_s: float) -> dict[str, Any]:
+        input_tokens = sum(result.input_tokens for result in results)
+        output_tokens = sum(result.output_tokens for result in results)
+        cost = sum(
+            call_cost_usd(
+                result.input_tokens,
+                result.output_tokens,
+                spec.input_usd_per_mtok or 0.0,
+                spec.output_usd_per_mtok or 0.0,
+                result.litellm_cost_usd,
+            )
+            for result in results
+        )
+        if spec.gpu_usd_per_hour is not None:
+            cost += gpu_cost_usd(latency_s, spec.gpu_usd_per_hour)
+        return {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+            "calls": len(results),
+            "cost_usd": cost,
+            "latency_s": latency_s,
+        }
+
+    async def astream(
+        self,
+        spec: ModelSpec,
+        messages: list[dict[str, Any]],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        logprobs: bool = False,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        stop: str | list[str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> AsyncGenerator[StreamDelta, None]:
+        """Stream one answer. Retries happen only before the first delta; a failure after it is raised.
+
+        `spec.timeout_s` bounds the wait for the stream to open and for each next chunk. The last delta
+        carries `usage`; without usage from the server, tokens are estimated as characters / 4.
+        """
+        target = await self._atarget(spec)
+        started = time.perf_counter()
+        kwargs = self._kwargs(
+            spec, target, messages, temperature, max_tokens, logprobs, tools, tool_choice, stop, extra
+        )
+        kwargs["stream"] = True
+        kwargs["stream_options"] = {"include_usage": True}
+        secrets = [kwargs.get("api_key")]
+        guard = spec.timeout_s + _TIMEOUT_GUARD_S
+        attempt = 0
+        while True:
+            attempt += 1
+            failure: _Failure | None = None
+            yielded = False
+            finished = False
+            usage_tokens: tuple[int, int] | None = None
+            output_chars = 0
+            limit = self._limit(spec)
+            if limit is not None:
+                await limit.acquire()
+            stream: Any = None
+            try:
+                stream = await asyncio.wait_for(_litellm().acompletion(**kwargs), guard)
+                iterator = stream.__aiter__()
+                while True:
+                    try:
+                        chunk = await asyncio.wait_for(iterator.__anext__(), guard)
+                    except StopAsyncIteration:
+                        break
+                    chunk_usage = _get(chunk, "usage")
+                    if chunk_usage is not None and _get(chunk_usage, "completion_tokens") is not None:
+                        usage_tokens = (
+                            int(_get(chunk_usage, "prompt_tokens") or 0),
+                            int(_get(chunk_usage, "completion_tokens") or 0),
+                        )
+                    for raw in _get(chunk, "choices") or []:
+                        delta = _get(raw, "delta")
+                        content = _get(delta, "content") if delta is not None else None
+                        text = content if isinstance(content, str) else ""
+                        tool_calls = (
+                            _plain_tool_calls(_get(delta, "tool_calls")) if delta is not None else None
+                        )
+                        finish_reason = _get(raw, "finish_reason")
+                        finished = finished or finish_reason is not None
+                        token_logprobs = _token_logprobs(_get(raw, "logprobs"))
+                        if not text and not tool_calls and finish_reason is None and not token_logprobs:
+                            continue
+                        output_chars += len(text)
+                        yielded = True
+                        yield StreamDelta(
+                            text=text,
+                            index=int(_get(raw, "index") or 0),
+                            finish_reason=finish_reason,
+                            tool_calls=tool_calls,
+                            logprobs=token_logprobs,
+                        )
+                if not finished:
+                    raise _MalformedResponse("the stream ended without a finish_reason")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failure = _classify(exc, secrets)
+            finally:
+                if limit is not None:
+                    limit.release()
+                close = getattr(stream, "aclose", None)
+                if close is not None and failure is not None:
+                    with contextlib.suppress(Exception):
+                        await close()
+            if failure is None:
+                latency_s = time.perf_counter() - started
+                if usage_tokens is None:
+                    prompt_chars = sum(len(str(m.get("content") or "")) for m in messages)
+                    usage_tokens = (max(1, prompt_chars // 4), output_chars // 4)
+                result = _CallResult([], usage_tokens[0], usage_tokens[1], None)
+                yield StreamDelta(usage=self._usage(spec, [result], latency_s))
+                return
+            delay = None
+            if failure.retryable and not yielded:
+                delay = self.retry.delay_s(attempt, failure.retry_after_s, self._rng)
+            if delay is None:
+                raise failure.error(spec.model, attempt)
+            logger.warning(
+                "%s: stream attempt %d/%d failed (%s); retrying in %.2f s",
+                spec.model,
+                attempt,
+                self.retry.max_attempts,
+                failure.describe(),
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+    def complete(
+        self,
+        spec: ModelSpec,
+        messages: list[dict[str, Any]],
+        *,
+        n: int = 1,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        logprobs: bool = False,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        stop: str | list[str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Completion:
+        """Sync twin of `acomplete`, safe to call with or without a running event loop in this thread.
+
+        The call runs on a shared background loop (see `_BackgroundLoop` for why), never on the caller's loop.
+        """
+        return _BACKGROUND.run(
+            self.acomplete(
+                spec,
+                messages,
+                n=n,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                logprobs=logprobs,
+                tools=tools,
+                tool_choice=tool_choice,
+                stop=stop,
+                extra=extra,
+            )
+        )
+
+    def stream(self, spec: ModelSpec, messages: list[dict[str, Any]], **kwargs: Any) -> Iterator[StreamDelta]:
+        """Sync twin of `astream` (same keyword arguments), driven on the shared background loop."""
+        agen = self.astream(spec, messages, **kwargs)
+        try:
+            while True:
+                try:
+                    yield _BACKGROUND.run(_anext(agen))
+                except StopAsyncIteration:
+                    return
+        finally:
+            _BACKGROUND.run(agen.aclose())
+
+
+async def _anext(agen: AsyncIterator[T]) -> T:
+    return await agen.__anext__()
+
+
+async def _gather_or_cancel(coros: Sequence[Awaitable[T]]) -> list[T]:
+    """Like `gather`, but the first failure cancels the rest (no orphaned calls still spending money)."""
+    tasks = [asyncio.ensure_future(coro) for coro in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

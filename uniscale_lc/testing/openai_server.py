@@ -1,0 +1,833 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 with scripted models, for tests, the demo and benchmarks.
+
+Token counting (usage and `max_tokens`): one token is one whitespace-separated word of text, so
+`"the cat sat"` is 3 tokens. Prompt tokens are the words of every message's text content (at least 1);
+completion tokens are summed over all `n` choices, as OpenAI does.
+
+Run it alone:
+
+    python -m uniscale_lc.testing.openai_server --port 8000 \
+        --config '{"models": [{"name": "small", "answer": "42", "latency_s": 0.05}]}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import itertools
+import json
+import random
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, get_args
+
+from aiohttp import web
+
+FailureKind = Literal[
+    "500", "429", "400", "timeout", "malformed_json", "empty_choices", "truncated_stream", "oversized"
+]
+FAILURE_KINDS: frozenset[str] = frozenset(get_args(FailureKind))
+
+AnswerFn = Callable[[list[dict[str, Any]], int, random.Random], str]
+ToolCallFn = Callable[[list[dict[str, Any]], list[dict[str, Any]], random.Random], "dict[str, Any] | None"]
+
+_TOKEN = re.compile(r"\S+\s*|\s+")
+_HISTORY = 100  # request bodies kept per model for assertions
+_OVERSIZED_BYTES = 2 * 1024 * 1024
+
+
+def count_tokens(text: str) -> int:
+    """Tokens as this server counts them: whitespace-separated words."""
+    return len(text.split())
+
+
+def split_tokens(text: str) -> list[str]:
+    """Pieces that concatenate back to `text` exactly, one per word (with its trailing space)."""
+    return _TOKEN.findall(text)
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """The text of one chat message, whether its content is a string or a list of parts."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def echo_answer(messages: list[dict[str, Any]], sample_index: int, rng: random.Random) -> str:
+    """An answer function that repeats the last user message (handy default for demos)."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return message_text(message)
+    return ""
+
+
+@dataclasses.dataclass
+class SimulatedModel:
+    """How one served model behaves. A failure fires on each request with probability `failure_rate`.
+
+    `answer` is a fixed string or `fn(messages, sample_index, rng) -> str`. `tool_call` is a dict
+    `{"name": ..., "arguments": {...}}` or `fn(messages, tools, rng) -> dict | None`; it is used when the request
+    carries `tools` and `tool_choice` is not "none". Without it, a forced `tool_choice` ("required" or a named
+    function) still gets a call with arguments `{}`. `max_running` caps requests processed at once (the rest
+    wait, as in vLLM's scheduler, and show as `vllm:num_requests_waiting`).
+    """
+
+    name: str
+    answer: AnswerFn | str
+    latency_s: float = 0.0
+    stream_chunk_delay_s: float = 0.0
+    failure_rate: float = 0.0
+    failure: FailureKind | None = None
+    retry_after_s: float | None = None
+    seed: int = 0
+    tool_call: ToolCallFn | dict[str, Any] | None = None
+    max_running: int | None = None
+    hang_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("SimulatedModel.name: must be non-empty")
+        if self.failure is not None and self.failure not in FAILURE_KINDS:
+            raise ValueError(
+                f"SimulatedModel.failure: got {self.failure!r}; use one of {sorted(FAILURE_KINDS)}"
+            )
+        if not 0.0 <= self.failure_rate <= 1.0:
+            raise ValueError(f"SimulatedModel.failure_rate: got {self.failure_rate!r}; use a value in [0, 1]")
+        if self.latency_s < 0 or self.stream_chunk_delay_s < 0:
+            raise ValueError("SimulatedModel.latency_s/stream_chunk_delay_s: must be >= 0")
+        if self.max_running is not None and self.max_running < 1:
+            raise ValueError("SimulatedModel.max_running: must be >= 1 or None")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SimulatedModel:
+        """Build from JSON-like data; `"echo": true` makes the model repeat the last user message."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {key: value for key, value in data.items() if key in fields}
+        unknown = set(data) - fields - {"echo"}
+        if unknown:
+            raise ValueError(f"SimulatedModel: unknown keys {sorted(unknown)}; known: {sorted(fields)}")
+        if data.get("echo"):
+            kwargs["answer"] = echo_answer
+        kwargs.setdefault("answer", "ok")
+        return cls(**kwargs)
+
+
+@dataclasses.dataclass
+class _ModelState:
+    """Mutable run-time state of one model; touched only under `OpenAIServer._lock`."""
+
+    config: SimulatedModel
+    rng: random.Random
+    failure: str | None
+    failure_rate: float
+    failures_left: int | None = None
+    requests: int = 0
+    running: int = 0
+    waiting: int = 0
+    peak_in_flight: int = 0
+    prompt_tokens: int = 0
+    generation_tokens: int = 0
+    bodies: collections.deque[dict[str, Any]] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=_HISTORY)
+    )
+    gate: asyncio.Semaphore | None = None
+
+
+def _error(status: int, message: str, kind: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+class OpenAIServer:
+    """An OpenAI-compatible server in a background thread with its own event loop.
+
+    Use as a context manager (`with OpenAIServer(models=[...]) as server: server.api_base`) or call
+    `start()`/`stop()`. Latency is `asyncio.sleep`, so many concurrent requests overlap instead of queueing.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[SimulatedModel] | Mapping[str, SimulatedModel],
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        configs = list(models.values()) if isinstance(models, Mapping) else list(models)
+        if not configs:
+            raise ValueError("OpenAIServer.models: give at least one SimulatedModel")
+        self.host = host
+        self._requested_port = port
+        self._port: int | None = None
+        self._lock = threading.Lock()
+        self._states: dict[str, _ModelState] = {}
+        for config in configs:
+            if config.name in self._states:
+                raise ValueError(f"OpenAIServer.models: duplicate model name {config.name!r}")
+            self._states[config.name] = _ModelState(
+                config=config,
+                rng=random.Random(config.seed),
+                failure=config.failure,
+                failure_rate=config.failure_rate,
+            )
+        self._ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("OpenAIServer is not started; call start() or use it as a context manager")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Root URL, e.g. `http://127.0.0.1:43123`."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def api_base(self) -> str:
+        """The OpenAI base URL (`.../v1`), what litellm's `api_base` wants."""
+        return f"{self.url}/v1"
+
+    def start(self, timeout_s: float = 10.0) -> OpenAIServer:
+        """Bind the socket and serve in a daemon thread; returns once requests are accepted."""
+        if self._thread is not None:
+            raise RuntimeError("OpenAIServer already started")
+        self._ready.clear()
+        self._thread = threading.Thread(target=self._run, name=f"openai-server-{id(self):x}", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise RuntimeError(f"OpenAIServer did not start within {timeout_s} s")
+        if self._startup_error is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+            raise RuntimeError(
+                f"OpenAIServer failed to start: {self._startup_error}"
+            ) from self._startup_error
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop serving, release hung requests, close the loop and join the thread."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        if loop.is_running():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout_s)
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout_s)
+        if thread.is_alive():
+            raise RuntimeError(f"OpenAIServer thread did not stop within {timeout_s} s")
+        self._thread = None
+        self._loop = None
+
+    def __enter__(self) -> OpenAIServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._startup())
+        except BaseException as exc:  # reported to start() in the caller's thread
+            self._startup_error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _startup(self) -> None:
+        self._stopping = asyncio.Event()
+        for state in self._states.values():
+            if state.config.max_running is not None:
+                state.gate = asyncio.Semaphore(state.config.max_running)
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._chat_completions)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        # handler_cancellation: a client that disconnects (its timeout) frees its slot, as vLLM aborts it.
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0, handler_cancellation=True)
+        await runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self._requested_port))
+            sock.listen(1024)
+            sock.setblocking(False)
+            site = web.SockSite(runner, sock, backlog=1024)
+            await site.start()
+        except BaseException:
+            sock.close()
+            await runner.cleanup()
+            raise
+        self._port = sock.getsockname()[1]
+        self._runner = runner
+
+    async def _shutdown(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # ---- controls and observations (thread-safe) ------------------------------------------------------
+
+    def _state(self, model: str) -> _ModelState:
+        try:
+            return self._states[model]
+        except KeyError:
+            raise KeyError(f"unknown model {model!r}; served: {sorted(self._states)}") from None
+
+    @property
+    def model_names(self) -> list[str]:
+        return list(self._states)
+
+    def set_failure(
+        self, model: str, failure: FailureKind | None, rate: float = 1.0, count: int | None = None
+    ) -> None:
+        """Break (or with `failure=None`, heal) a model at run time.
+
+        `rate` is the probability per request; `count`, when given, heals the model after that many failures,
+        which makes "fail twice, then succeed" deterministic.
+        """
+        if failure is not None and failure not in FAILURE_KINDS:
+            raise ValueError(f"failure: got {failure!r}; use one of {sorted(FAILURE_KINDS)}")
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate: got {rate!r}; use a value in [0, 1]")
+        with self._lock:
+            state = self._state(model)
+            state.failure = failure
+            state.failure_rate = rate if failure is not None else 0.0
+            state.failures_left = count
+
+    def set_latency(self, model: str, latency_s: float) -> None:
+        """Change a model's latency at run time (for load and timeout scenarios)."""
+        with self._lock:
+            self._state(model).config.latency_s = latency_s
+
+    def request_count(self, model: str) -> int:
+        """Chat requests received for `model` (failed ones included)."""
+        with self._lock:
+            return self._state(model).requests
+
+    def in_flight(self, model: str) -> int:
+        with self._lock:
+            state = self._state(model)
+            return state.running + state.waiting
+
+    def peak_in_flight(self, model: str) -> int:
+        """The most requests for `model` the server held at once since start or `reset_stats`."""
+        with self._lock:
+            return self._state(model).peak_in_flight
+
+    def last_requests(self, model: str) -> list[dict[str, Any]]:
+        """The last request bodies for `model`, oldest first (at most 100)."""
+        with self._lock:
+            return list(self._state(model).bodies)
+
+    def last_request(self, model: str) -> dict[str, Any] | None:
+        with self._lock:
+            bodies = self._state(model).bodies
+            return bodies[-1] if bodies else None
+
+    def reset_stats(self) -> None:
+        """Zero counters and history (not failures); in-flight gauges stay true."""
+        with self._lock:
+            for state in self._states.values():
+                state.requests = 0
+                state.peak_in_flight = state.running + state.waiting
+                state.prompt_tokens = state.generation_tokens = 0
+                state.bodies.clear()
+
+    # ---- handlers ---------------------------------------------------------------------------------------
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        created = int(time.time())
+        data = [
+            {"id": name, "object": "model", "created": created, "owned_by": "uniscale-testing"}
+            for name in self._states
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        lines: list[str] = []
+        with self._lock:
+            snapshot = [
+                (name, s.running, s.waiting, s.requests, s.prompt_tokens, s.generation_tokens)
+                for name, s in self._states.items()
+            ]
+        gauges = [
+            ("vllm:num_requests_running", "Number of requests currently running.", 1),
+            ("vllm:num_requests_waiting", "Number of requests waiting to be processed.", 2),
+        ]
+        for metric, help_text, column in gauges:
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
+            lines += [f'{metric}{{model_name="{row[0]}"}} {float(row[column])}' for row in snapshot]
+        counters = [
+            ("vllm:request_success_total", "Chat requests received.", 3),
+            ("vllm:prompt_tokens_total", "Prompt tokens processed.", 4),
+            ("vllm:generation_tokens_total", "Generation tokens produced.", 5),
+        ]
+        for metric, help_text, column in counters:
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+            lines += [f'{metric}{{model_name="{row[0]}"}} {float(row[column])}' for row in snapshot]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "request body is not valid JSON", "BadRequestError")
+        if not isinstance(body, dict):
+            return _error(400, "request body must be a JSON object", "BadRequestError")
+        name = body.get("model")
+        state = self._states.get(name) if isinstance(name, str) else None
+        if state is None:
+            return _error(404, f"The model `{name}` does not exist.", "NotFoundError")
+        messages = body.get("messages")
+        n = body.get("n", 1) if body.get("n") is not None else 1
+        if not isinstance(messages, list) or not messages:
+            return _error(400, "messages: must be a non-empty list", "BadRequestError")
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128:
+            return _error(400, f"n: got {n!r}; must be an integer in [1, 128]", "BadRequestError")
+
+        with self._lock:
+            state.requests += 1
+            request_no = state.requests
+            state.bodies.append(body)
+            failure = self._draw_failure(state)
+            state.waiting += 1
+            state.peak_in_flight = max(state.peak_in_flight, state.running + state.waiting)
+        try:
+            if state.gate is not None:
+                await state.gate.acquire()
+        except BaseException:  # cancelled while queued (client went away)
+            with self._lock:
+                state.waiting -= 1
+            raise
+        with self._lock:
+            state.waiting -= 1
+            state.running += 1
+        try:
+            return await self._respond(request, body, state, request_no, messages, n, failure)
+        finally:
+            with self._lock:
+                state.running -= 1
+            if state.gate is not None:
+                state.gate.release()
+
+    @staticmethod
+    def _draw_failure(state: _ModelState) -> str | None:
+        """Under the lock: does this request fail, and how?"""
+        failure = state.failure
+        if failure is None or state.failure_rate <= 0.0:
+            return None
+        if state.failure_rate < 1.0 and state.rng.random() >= state.failure_rate:
+            return None
+        if state.failures_left is not None:
+            state.failures_left -= 1
+            if state.failures_left <= 0:  # heal after the last scripted failure
+                state.failure, state.failure_rate, state.failures_left = None, 0.0, None
+        return failure
+
+    async def _respond(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        state: _ModelState,
+        request_no: int,
+        messages: list[dict[str, Any]],
+        n: int,
+        failure: str | None,
+    ) -> web.StreamResponse:
+        config = state.config
+        stream = bool(body.get("stream"))
+        if config.latency_s > 0:
+            await asyncio.sleep(config.latency_s)
+        if failure == "timeout":
+            assert self._stopping is not None
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), config.hang_s)
+            return _error(503, "server shutting down", "ServiceUnavailableError")
+        if failure == "500":
+            return _error(500, "simulated internal server error", "InternalServerError")
+        if failure == "400":
+            return _error(400, "simulated bad request", "BadRequestError")
+        if failure == "429":
+            headers = {}
+            if config.retry_after_s is not None:
+                headers["Retry-After"] = _format_retry_after(config.retry_after_s)
+            return _error(429, "simulated rate limit", "RateLimitError", headers)
+        if failure == "malformed_json" and not stream:
+            return web.Response(
+                status=200, text='{"id": "chatcmpl-bad", "choices": [', content_type="application/json"
+            )
+
+        choices = self._make_choices(body, state, request_no, messages, n, oversized=failure == "oversized")
+        prompt_tokens = max(1, sum(count_tokens(message_text(m)) for m in messages if isinstance(m, dict)))
+        completion_tokens = sum(choice["completion_tokens"] for choice in choices)
+        with self._lock:
+            state.prompt_tokens += prompt_tokens
+            state.generation_tokens += completion_tokens
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+        if stream:
+            return await self._stream(request, body, config, completion_id, created, choices, usage, failure)
+        if failure == "empty_choices":
+            payload_choices: list[dict[str, Any]] = []
+        else:
+            payload_choices = [self._full_choice(choice) for choice in choices]
+        payload = {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": config.name,
+            "choices": payload_choices,
+            "usage": usage,
+        }
+        if failure == "truncated_stream":
+            text = json.dumps(payload)
+            return web.Response(status=200, text=text[: len(text) // 2], content_type="application/json")
+        return web.json_response(payload)
+
+    def _make_choices(
+        self,
+        body: dict[str, Any],
+        state: _ModelState,
+        request_no: int,
+        messages: list[dict[str, Any]],
+        n: int,
+        oversized: bool,
+    ) -> list[dict[str, Any]]:
+        config = state.config
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        stop = body.get("stop")
+        stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if isinstance(s, str) and s]
+        want_logprobs = bool(body.get("logprobs"))
+        top_logprobs = int(body.get("top_logprobs") or 0)
+        tools = body.get("tools") or []
+        tool_choice = body.get("tool_choice", "auto")
+        choices: list[dict[str, Any]] = []
+        for index in range(n):
+            rng = random.Random(f"{config.seed}:{request_no}:{index}")
+            tool_call = self._tool_call(config, messages, tools, tool_choice, rng) if tools else None
+            if tool_call is not None:
+                choices.append(
+                    {
+                        "index": index,
+                        "text": None,
+                        "tool_calls": [tool_call],
+                        "finish_reason": "tool_calls",
+                        "pieces": [],
+                        "completion_tokens": count_tokens(tool_call["function"]["arguments"]) + 1,
+                        "logprobs": None,
+                    }
+                )
+                continue
+            if oversized:
+                text = "x" * _OVERSIZED_BYTES
+            else:
+                answer = config.answer
+                text = answer if isinstance(answer, str) else str(answer(messages, index, rng))
+            finish_reason = "stop"
+            for stop_text in stops:
+                cut = text.find(stop_text)
+                if cut >= 0:
+                    text = text[:cut]
+            pieces = split_tokens(text)
+            if isinstance(max_tokens, int) and max_tokens >= 0 and count_tokens(text) > max_tokens:
+                kept, words = [], 0
+                for piece in pieces:
+                    if piece.strip():
+                        if words == max_tokens:
+                            break
+                        words += 1
+                    kept.append(piece)
+                pieces = kept
+                text = "".join(pieces)
+                finish_reason = "length"
+            logprobs = None
+            if want_logprobs:
+                logprobs = [_logprob_entry(piece, rng, top_logprobs) for piece in pieces]
+            choices.append(
+                {
+                    "index": index,
+                    "text": text,
+                    "tool_calls": None,
+                    "finish_reason": finish_reason,
+                    "pieces": pieces,
+                    "completion_tokens": count_tokens(text),
+                    "logprobs": logprobs,
+                }
+            )
+        return choices
+
+    @staticmethod
+    def _tool_call(
+        config: SimulatedModel,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        tool_choice: Any,
+        rng: random.Random,
+    ) -> dict[str, Any] | None:
+        if tool_choice == "none":
+            return None
+        forced: str | None = None
+        if isinstance(tool_choice, dict):
+            forced = (tool_choice.get("function") or {}).get("name")
+        elif tool_choice in ("required", "any"):
+            first = tools[0] if tools and isinstance(tools[0], dict) else {}
+            forced = (first.get("function") or {}).get("name")
+        call: dict[str, Any] | None
+        if callable(config.tool_call):
+            call = config.tool_call(messages, tools, rng)
+        else:
+            call = dict(config.tool_call) if config.tool_call else None
+        if call is None and forced is None:
+            return None
+        call = call or {"name": forced, "arguments": {}}
+        name = forced or call.get("name")
+        arguments = call.get("arguments", {})
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments)
+        return {
+            "id": f"call_{uuid.UUID(int=rng.getrandbits(128)).hex[:24]}",
+            "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        }
+
+    @staticmethod
+    def _full_choice(choice: dict[str, Any]) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": choice["text"]}
+        if choice["tool_calls"]:
+            message["tool_calls"] = choice["tool_calls"]
+        logprobs = {"content": choice["logprobs"]} if choice["logprobs"] is not None else None
+        return {
+            "index": choice["index"],
+            "message": message,
+            "logprobs": logprobs,
+            "finish_reason": choice["finish_reason"],
+        }
+
+    async def _stream(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        config: SimulatedModel,
+        completion_id: str,
+        created: int,
+        choices: list[dict[str, Any]],
+        usage: dict[str, int],
+        failure: str | None,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        async def send(data: dict[str, Any] | str) -> None:
+            text = data if isinstance(data, str) else json.dumps(data)
+            await response.write(f"data: {text}\n\n".encode())
+
+        def chunk(
+            choice_list: list[dict[str, Any]], with_usage: dict[str, int] | None = None
+        ) -> dict[str, Any]:
+            out: dict[str, Any] = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": config.name,
+                "choices": choice_list,
+            }
+            if include_usage:
+                out["usage"] = with_usage
+            return out
+
+        if failure == "empty_choices":
+            await send(chunk([]))
+            await send("[DONE]")
+            await response.write_eof()
+            return response
+        if failure == "malformed_json":
+            await response.write(b'data: {"id": "chatcmpl-bad", "choices": [\n\n')
+            await send("[DONE]")
+            await response.write_eof()
+            return response
+
+        await send(
+            chunk(
+                [
+                    {
+                        "index": c["index"],
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                    for c in choices
+                ]
+            )
+        )
+        longest = max(len(c["pieces"]) for c in choices)
+        for position in range(longest):
+            if failure == "truncated_stream" and position >= max(1, longest // 2):
+                # Close the connection mid-answer: no finish_reason, no [DONE].
+                assert request.transport is not None
+                request.transport.close()
+                return response
+            if config.stream_chunk_delay_s > 0:
+                await asyncio.sleep(config.stream_chunk_delay_s)
+            deltas = []
+            for c in choices:
+                if position < len(c["pieces"]):
+                    entry: dict[str, Any] = {
+                        "index": c["index"],
+                        "delta": {"content": c["pieces"][position]},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                    if c["logprobs"] is not None:
+                        entry["logprobs"] = {"content": [c["logprobs"][position]]}
+                    deltas.append(entry)
+            await send(chunk(deltas))
+        if failure == "truncated_stream":
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        for c in choices:
+            if c["tool_calls"]:
+                calls = [{"index": i, **call} for i, call in enumerate(c["tool_calls"])]
+                await send(
+                    chunk(
+                        [
+                            {
+                                "index": c["index"],
+                                "delta": {"tool_calls": calls},
+                                "logprobs": None,
+                                "finish_reason": None,
+                            }
+                        ]
+                    )
+                )
+        await send(
+            chunk(
+                [
+                    {"index": c["index"], "delta": {}, "logprobs": None, "finish_reason": c["finish_reason"]}
+                    for c in choices
+                ]
+            )
+        )
+        if include_usage:
+            await send(chunk([], usage))
+        await send("[DONE]")
+        await response.write_eof()
+        return response
+
+
+def _format_retry_after(seconds: float) -> str:
+    # Retry-After is an integer number of seconds by RFC 9110; keep fractions for fast tests (clients parse floats).
+    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
+
+
+def _logprob_entry(piece: str, rng: random.Random, top: int) -> dict[str, Any]:
+    logprob = -round(rng.random() ** 2 * 2.0, 6)
+    entry: dict[str, Any] = {
+        "token": piece,
+        "logprob": logprob,
+        "bytes": list(piece.encode()),
+        "top_logprobs": [],
+    }
+    for rank in range(top):
+        token = piece if rank == 0 else f"<alt{rank}>"
+        value = logprob if rank == 0 else logprob - 1.0 - rank
+        entry["top_logprobs"].append({"token": token, "logprob": value, "bytes": list(token.encode())})
+    return entry
+
+
+def load_models(config: str) -> list[SimulatedModel]:
+    """Models from a JSON string or file: `{"models": [{...}, ...]}` or a bare list."""
+    text = config if config.lstrip().startswith(("{", "[")) else Path(config).read_text(encoding="utf-8")
+    data = json.loads(text)
+    items = data.get("models", []) if isinstance(data, dict) else data
+    if not isinstance(items, list) or not items:
+        raise ValueError('--config: expected {"models": [{"name": ..., "answer": ...}, ...]}')
+    return [SimulatedModel.from_dict(item) for item in items]
+
+
+@contextlib.contextmanager
+def serve(models: Sequence[SimulatedModel], host: str = "127.0.0.1", port: int = 0) -> Iterator[OpenAIServer]:
+    """`with serve([...]) as server:` — the same as `with OpenAIServer(...)`, as a function."""
+    with OpenAIServer(models=models, host=host, port=port) as server:
+        yield server
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve scripted models over an OpenAI-compatible API.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--config",
+        default='{"models": [{"name": "echo", "echo": true}]}',
+        help='JSON text or a path to a JSON file: {"models": [{"name": "m", "answer": "hi", "latency_s": 0.1}]}',
+    )
+    args = parser.parse_args(argv)
+    server = OpenAIServer(models=load_models(args.config), host=args.host, port=args.port)
+    done = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
+    with server:
+        print(f"serving {', '.join(server.model_names)} on {server.api_base}", flush=True)
+        done.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
