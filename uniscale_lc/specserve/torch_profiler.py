@@ -133,12 +133,14 @@ def profile_pair(
     def ids(batch: int, q: int) -> Any:
         return torch.zeros((batch, q), dtype=torch.long, device=device)
 
-    draft_ms = [time_ms(lambda b=b: draft_step(ids(b, 1), context_len), sync, warmup, iters) for b in batch_sizes]
+    def forward(step: Callable[[Any, int], Any], batch: int, q: int) -> Callable[[], Any]:
+        return lambda: step(ids(batch, q), context_len)
+
+    draft_ms = [time_ms(forward(draft_step, b, 1), sync, warmup, iters) for b in batch_sizes]
     verify: dict[int, list[float]] = {}
     for b in batch_sizes:
         for k in range(max_k + 1):
-            ms = time_ms(lambda b=b, k=k: target_step(ids(b, k + 1), context_len), sync, warmup, iters)
-            verify.setdefault(b * (k + 1), []).append(ms)
+            verify.setdefault(b * (k + 1), []).append(time_ms(forward(target_step, b, k + 1), sync, warmup, iters))
     tokens = sorted(verify)
     verify_ms = [float(np.mean(verify[n])) for n in tokens]
     # Token counts reached by several (B, k) pairs are averaged; enforce monotone time in tokens.
