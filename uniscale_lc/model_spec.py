@@ -21,7 +21,9 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: str = Field(min_length=1, description="litellm model name, e.g. 'gpt-4o-mini' or 'hosted_vllm/qwen'")
+    model: str = Field(
+        min_length=1, description="litellm model name, e.g. 'gpt-4o-mini' or 'hosted_vllm/qwen'"
+    )
     name: str | None = Field(default=None, description="short name used in arm ids; default: `model`")
     api_base: str | None = Field(default=None, description="base URL, e.g. 'http://127.0.0.1:8000/v1'")
     api_key_env: str | None = Field(default=None, description="name of the environment variable with the key")
@@ -29,7 +31,9 @@ class ModelSpec(BaseModel):
     output_usd_per_mtok: float | None = Field(default=None, ge=0)
     params_b: float | None = Field(default=None, gt=0, description="parameters in billions, if known")
     gpu_usd_per_hour: float | None = Field(default=None, ge=0, description="self-hosted: price of the server")
-    max_concurrency: int | None = Field(default=None, ge=1, description="in-flight calls allowed to this model")
+    max_concurrency: int | None = Field(
+        default=None, ge=1, description="in-flight calls allowed to this model"
+    )
     timeout_s: float = Field(default=60.0, gt=0, le=3600, description="per-call timeout")
     supports_tools: bool = Field(default=True, description="whether tool calls may be sent to this model")
 

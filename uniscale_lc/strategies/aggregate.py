@@ -54,7 +54,7 @@ def extract_number(text: str) -> str | None:
             if found:
                 return normalise_number(found[-1])
     markers = list(_ANSWER_MARKERS.finditer(text))
-    tail = text[markers[-1].end():] if markers else text
+    tail = text[markers[-1].end() :] if markers else text
     found = _NUMBER.findall(tail)
     if markers and found:
         return normalise_number(found[0])
@@ -111,7 +111,9 @@ def get_extractor(extractor: str | Callable[[str], str | None]) -> Callable[[str
     try:
         return EXTRACTORS[extractor]
     except KeyError:
-        raise ValueError(f"extractor: unknown {extractor!r}; use one of {sorted(EXTRACTORS)} or a callable") from None
+        raise ValueError(
+            f"extractor: unknown {extractor!r}; use one of {sorted(EXTRACTORS)} or a callable"
+        ) from None
 
 
 # ----------------------------------------------------------------------------- voting

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -66,7 +66,7 @@ class JudgeScorer(BaseModel):
         return f"judge:{self.model.display_name}"
 
 
-Scorer = Union[ScorerName, JudgeScorer, Callable[[str, str], float]]
+Scorer = ScorerName | JudgeScorer | Callable[[str, str], float]
 
 
 class BestOfN(_StrategyBase):
@@ -80,7 +80,9 @@ class BestOfN(_StrategyBase):
     @classmethod
     def _check_scorer(cls, value: Any) -> Any:
         if isinstance(value, str) and value != "logprob":
-            raise ValueError("scorer must be 'logprob', a JudgeScorer, or a callable (question, answer) -> float")
+            raise ValueError(
+                "scorer must be 'logprob', a JudgeScorer, or a callable (question, answer) -> float"
+            )
         return value
 
     @property
@@ -152,7 +154,9 @@ class Reflection(_StrategyBase):
 
     kind: ClassVar[StrategyKind] = "reflection"
     rounds: int = Field(ge=1, le=16, description="maximum critique-and-revise rounds")
-    critic: ModelSpec | None = Field(default=None, description="model that critiques; default: the arm's model")
+    critic: ModelSpec | None = Field(
+        default=None, description="model that critiques; default: the arm's model"
+    )
 
     @property
     def budget(self) -> int:
@@ -168,4 +172,4 @@ class Reflection(_StrategyBase):
         return f"reflection(rounds={self.rounds}{suffix})"
 
 
-Strategy = Union[Single, BestOfN, MajorityVote, Reflection]
+Strategy = Single | BestOfN | MajorityVote | Reflection

@@ -87,7 +87,9 @@ class SimulatedModel:
     `{"name": ..., "arguments": {...}}` or `fn(messages, tools, rng) -> dict | None`; it is used when the request
     carries `tools` and `tool_choice` is not "none". Without it, a forced `tool_choice` ("required" or a named
     function) still gets a call with arguments `{}`. `max_running` caps requests processed at once (the rest
-    wait, as in vLLM's scheduler, and show as `vllm:num_requests_waiting`).
+    wait, as in vLLM's scheduler, and show as `vllm:num_requests_waiting`). `max_n` caps the choices returned
+    whatever `n` asks (servers that ignore `n` behave like `max_n=1`). A "timeout" failure holds the request
+    for `hang_s` seconds or until the server stops.
     """
 
     name: str
@@ -100,6 +102,7 @@ class SimulatedModel:
     seed: int = 0
     tool_call: ToolCallFn | dict[str, Any] | None = None
     max_running: int | None = None
+    max_n: int | None = None
     hang_s: float = 3600.0
 
     def __post_init__(self) -> None:
@@ -115,6 +118,8 @@ class SimulatedModel:
             raise ValueError("SimulatedModel.latency_s/stream_chunk_delay_s: must be >= 0")
         if self.max_running is not None and self.max_running < 1:
             raise ValueError("SimulatedModel.max_running: must be >= 1 or None")
+        if self.max_n is not None and self.max_n < 1:
+            raise ValueError("SimulatedModel.max_n: must be >= 1 or None")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SimulatedModel:
@@ -148,6 +153,7 @@ class _ModelState:
     bodies: collections.deque[dict[str, Any]] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=_HISTORY)
     )
+    last_headers: dict[str, str] = dataclasses.field(default_factory=dict)
     gate: asyncio.Semaphore | None = None
 
 
@@ -370,6 +376,11 @@ class OpenAIServer:
             bodies = self._state(model).bodies
             return bodies[-1] if bodies else None
 
+    def last_request_headers(self, model: str) -> dict[str, str]:
+        """HTTP headers of the last request for `model` (to check what credentials a client sent)."""
+        with self._lock:
+            return dict(self._state(model).last_headers)
+
     def reset_stats(self) -> None:
         """Zero counters and history (not failures); in-flight gauges stay true."""
         with self._lock:
@@ -378,6 +389,7 @@ class OpenAIServer:
                 state.peak_in_flight = state.running + state.waiting
                 state.prompt_tokens = state.generation_tokens = 0
                 state.bodies.clear()
+                state.last_headers = {}
 
     # ---- handlers ---------------------------------------------------------------------------------------
 
@@ -438,6 +450,7 @@ class OpenAIServer:
             state.requests += 1
             request_no = state.requests
             state.bodies.append(body)
+            state.last_headers = dict(request.headers)
             failure = self._draw_failure(state)
             state.waiting += 1
             state.peak_in_flight = max(state.peak_in_flight, state.running + state.waiting)
@@ -556,7 +569,7 @@ class OpenAIServer:
         tools = body.get("tools") or []
         tool_choice = body.get("tool_choice", "auto")
         choices: list[dict[str, Any]] = []
-        for index in range(n):
+        for index in range(min(n, config.max_n or n)):
             rng = random.Random(f"{config.seed}:{request_no}:{index}")
             tool_call = self._tool_call(config, messages, tools, tool_choice, rng) if tools else None
             if tool_call is not None:

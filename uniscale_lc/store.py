@@ -1,0 +1,198 @@
+"""Persistence of learnt state: versioned JSON plus numeric arrays in one `.npz`, written atomically.
+
+One file (a zip holding `meta.json` and numeric arrays) so that a save is a single atomic rename:
+a reader sees the old state or the new one, never a mix. Nothing is pickled (`allow_pickle=False`,
+object arrays refused), sizes are checked before anything is parsed, and a corrupt or truncated
+file raises `StateError` without touching the good file it would have replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import re
+import tempfile
+import zipfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import StateError
+
+__all__ = ["FORMAT", "MAX_STATE_BYTES", "VERSION", "load_state", "save_state", "state_lock"]
+
+FORMAT = "uniscale-lc-state"
+VERSION = 1
+MAX_STATE_BYTES = 256 * 1024 * 1024
+_META = "meta.json"
+_ARRAY_NAME = re.compile(r"^a\d{1,9}\.npy$")
+_ARRAY_KEY = "__ndarray__"
+_ALLOWED_KINDS = "biuf"  # bool, signed, unsigned, float
+
+
+def _flatten(value: Any, arrays: list[np.ndarray], where: str) -> Any:
+    """JSON-ready copy of a state tree with arrays replaced by references into `arrays`."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in _ALLOWED_KINDS:
+            raise StateError(
+                f"{where}: array of dtype {value.dtype} cannot be saved; only numeric arrays are stored"
+            )
+        arrays.append(np.ascontiguousarray(value))
+        return {_ARRAY_KEY: len(arrays) - 1}
+    if isinstance(value, Mapping):
+        flat = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise StateError(f"{where}: key {key!r} is not a string")
+            if key == _ARRAY_KEY:
+                raise StateError(f"{where}: the key {_ARRAY_KEY!r} is reserved")
+            flat[key] = _flatten(item, arrays, f"{where}.{key}")
+        return flat
+    if isinstance(value, (list, tuple)):
+        return [_flatten(item, arrays, f"{where}[{index}]") for index, item in enumerate(value)]
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise StateError(f"{where}: non-finite number {value!r} cannot be saved")
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise StateError(
+        f"{where}: {type(value).__name__} cannot be saved; state holds only plain data and arrays"
+    )
+
+
+def _restore(value: Any, arrays: Mapping[int, np.ndarray]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {_ARRAY_KEY}:
+            index = value[_ARRAY_KEY]
+            if not isinstance(index, int) or index not in arrays:
+                raise StateError(f"meta.json refers to array {index!r}, which the file does not hold")
+            return arrays[index]
+        return {key: _restore(item, arrays) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_restore(item, arrays) for item in value]
+    return value
+
+
+@contextlib.contextmanager
+def state_lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock on `<path>.lock`, so two processes never interleave save and load."""
+    lock_path = path.with_name(path.name + ".lock")
+    with open(lock_path, "a+b") as handle:
+        try:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - non-POSIX: the atomic rename still prevents torn files
+            pass
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ImportError, OSError):
+                import fcntl
+
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def save_state(path: str | os.PathLike[str], tree: Mapping[str, Any]) -> Path:
+    """Write `tree` to `path` atomically (temp file in the same folder, fsync, rename, fsync folder)."""
+    target = Path(path)
+    if target.is_dir():
+        raise StateError(
+            f"state_path: {target} is a directory; give a file path such as {target / 'uniscale.npz'}"
+        )
+    arrays: list[np.ndarray] = []
+    meta = {"format": FORMAT, "version": VERSION, "state": _flatten(dict(tree), arrays, "state")}
+    meta_bytes = json.dumps(meta, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    buffer = io.BytesIO()
+    members: dict[str, np.ndarray] = {f"a{index}": array for index, array in enumerate(arrays)}
+    members[_META.removesuffix(".json")] = np.frombuffer(meta_bytes, dtype=np.uint8)
+    np.savez(buffer, **members)  # type: ignore[arg-type]
+    payload = buffer.getvalue()
+    if len(payload) > MAX_STATE_BYTES:
+        raise StateError(
+            f"state is {len(payload)} bytes, over the {MAX_STATE_BYTES}-byte limit; prune removed arms"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with state_lock(target):
+        descriptor, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp_name, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp_name)
+            raise
+        with contextlib.suppress(OSError):
+            folder = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+    return target
+
+
+def load_state(path: str | os.PathLike[str], *, max_bytes: int = MAX_STATE_BYTES) -> dict[str, Any]:
+    """Read a state tree saved by `save_state`; `StateError` with the fix for anything unusable."""
+    source = Path(path)
+    fix = "restore a backup, or delete the file to start learning afresh"
+    try:
+        size = source.stat().st_size
+    except FileNotFoundError:
+        raise StateError(f"state file {source} does not exist") from None
+    if size > max_bytes:
+        raise StateError(f"state file {source} is {size} bytes, over the {max_bytes}-byte limit; {fix}")
+    try:
+        with state_lock(source), zipfile.ZipFile(source) as archive:
+            infos = archive.infolist()
+            names = {info.filename for info in infos}
+            if "meta.npy" not in names:
+                raise StateError(f"state file {source} has no meta.json member; {fix}")
+            unexpected = sorted(name for name in names if name != "meta.npy" and not _ARRAY_NAME.match(name))
+            if unexpected:
+                raise StateError(f"state file {source} holds unexpected members {unexpected[:3]}; {fix}")
+            if sum(info.file_size for info in infos) > max_bytes:
+                raise StateError(f"state file {source} unpacks to more than {max_bytes} bytes; {fix}")
+            with np.load(io.BytesIO(source.read_bytes()), allow_pickle=False) as stored:
+                meta_bytes = stored["meta"].tobytes()
+                arrays: dict[int, np.ndarray] = {}
+                for name in stored.files:
+                    if name == "meta":
+                        continue
+                    array = stored[name]
+                    if array.dtype.kind not in _ALLOWED_KINDS:
+                        raise StateError(f"state file {source}: member {name} has dtype {array.dtype}; {fix}")
+                    arrays[int(name[1:])] = array
+    except StateError:
+        raise
+    except (zipfile.BadZipFile, ValueError, KeyError, EOFError, OSError, zipfile.LargeZipFile) as error:
+        raise StateError(
+            f"state file {source} is truncated or corrupt ({type(error).__name__}); {fix}"
+        ) from None
+    try:
+        meta = json.loads(meta_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise StateError(
+            f"state file {source}: meta.json is not valid JSON ({error.msg if hasattr(error, 'msg') else error}); {fix}"
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise StateError(f"state file {source} is not a uniscale-lc state file; {fix}")
+    version = meta.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise StateError(
+            f"state file {source} has version {version!r}; this uniscale-lc reads version {VERSION} and older. "
+            "Upgrade uniscale-lc, or delete the file to start afresh"
+        )
+    state = meta.get("state")
+    if not isinstance(state, dict):
+        raise StateError(f"state file {source}: meta.json has no state object; {fix}")
+    restored: dict[str, Any] = _restore(state, arrays)
+    return restored
