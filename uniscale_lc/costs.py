@@ -164,7 +164,7 @@ class CostModel:
         if calls < 1:
             return  # nothing was called (e.g. every call failed before usage); nothing to learn
         with self._lock:
-            arm = self.arm_space.get(arm_id, None)
+            arm = self.arm_space.get(arm_id)
             per_call = {
                 "calls": float(calls),
                 "input_overhead": max(0.0, input_tokens / calls - prompt_tokens),
