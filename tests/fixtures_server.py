@@ -1,6 +1,7 @@
 """Reusable fixtures around the scripted OpenAI-compatible server; import the ones a test module needs.
 
-    from fixtures_server import fast_retry, make_server, model_client, openai_server, spec_for  # noqa: F401
+    pytest_plugins = ("fixtures_server",)          # the fixtures
+    from fixtures_server import spec_for           # plain helpers
 
 (`tests/` is on sys.path under pytest's default import mode, as it has no __init__.py.)
 """
@@ -16,9 +17,9 @@ import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from uniscale_lc.client import ModelClient, RetryPolicy  # noqa: E402
-from uniscale_lc.model_spec import ModelSpec  # noqa: E402
-from uniscale_lc.testing.openai_server import OpenAIServer, SimulatedModel, echo_answer  # noqa: E402
+from uniscale_lc.client import ModelClient, RetryPolicy
+from uniscale_lc.model_spec import ModelSpec
+from uniscale_lc.testing.openai_server import OpenAIServer, SimulatedModel, echo_answer
 
 FIXED_ANSWER = "the answer is 42"
 SERVER_THREAD_PREFIX = "openai-server-"
@@ -29,7 +30,9 @@ def default_models() -> list[SimulatedModel]:
     return [
         SimulatedModel("echo", echo_answer),
         SimulatedModel("fixed", FIXED_ANSWER, retry_after_s=0.2),
-        SimulatedModel("tools", "no tool needed", tool_call={"name": "get_weather", "arguments": {"city": "Paris"}}),
+        SimulatedModel(
+            "tools", "no tool needed", tool_call={"name": "get_weather", "arguments": {"city": "Paris"}}
+        ),
     ]
 
 

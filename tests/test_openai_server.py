@@ -13,7 +13,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from fixtures_server import FIXED_ANSWER, make_server, openai_server  # noqa: F401
 
 from uniscale_lc.testing.openai_server import (
     OpenAIServer,
@@ -23,6 +22,11 @@ from uniscale_lc.testing.openai_server import (
     split_tokens,
 )
 
+pytest.register_assert_rewrite("fixtures_server")  # before its import, so its asserts are rewritten too
+from fixtures_server import FIXED_ANSWER  # noqa: E402
+
+# Fixtures (make_server, openai_server, ...) come from tests/fixtures_server.py, loaded as a plugin.
+pytest_plugins = ("fixtures_server",)
 pytestmark = pytest.mark.timeout(30)
 
 USER = [{"role": "user", "content": "say something nice"}]
@@ -159,7 +163,11 @@ async def test_streaming_with_usage_and_logprobs(openai_server: OpenAIServer) ->
     assert chunks[-1]["choices"] == []
     assert chunks[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
     logprob_tokens = [
-        entry["token"] for c in chunks for ch in c["choices"] if ch["logprobs"] for entry in ch["logprobs"]["content"]
+        entry["token"]
+        for c in chunks
+        for ch in c["choices"]
+        if ch["logprobs"]
+        for entry in ch["logprobs"]["content"]
     ]
     assert "".join(logprob_tokens) == FIXED_ANSWER
 
