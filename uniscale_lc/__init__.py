@@ -1,5 +1,17 @@
-"""uniscale-lc: a LangChain chat model that learns which (model x strategy x budget) to run per request."""
+"""uniscale-lc: a LangChain chat model that learns which (model x strategy x budget) to run per request.
 
+The core (arms, features, policies, costs, store) is imported eagerly; the chat model, the client, the
+serving tools and the replay load on first access, so `import uniscale_lc` stays light and never
+imports litellm.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .arms import Arm, ArmSpace
+from .costs import BudgetPacer, CostModel, cost_penalty, reward_from
 from .errors import (
     AllArmsFailedError,
     ConfigError,
@@ -10,25 +22,78 @@ from .errors import (
     StateError,
     UniScaleError,
 )
+from .features import EmbeddingsFeaturizer, Featurizer, HashingFeaturizer
 from .model_spec import ModelSpec
+from .policy import Decision, EpsilonGreedy, FixedArm, LinUCB, Policy, UniformRandom
+from .store import load_state, save_state
 from .strategies import BestOfN, JudgeScorer, MajorityVote, Reflection, Single
+
+if TYPE_CHECKING:
+    from .chat_model import UniScaleChat
+    from .client import ModelClient
+    from .serving import LoadSignals, ServerMonitor, VLLMServer, VLLMServerConfig, slo_gate
 
 __version__ = "0.1.0"
 
+# Public names that live in heavier modules, resolved on first access.
+_LAZY = {
+    "UniScaleChat": "uniscale_lc.chat_model",
+    "ModelClient": "uniscale_lc.client",
+    "LoadSignals": "uniscale_lc.serving",
+    "ServerMonitor": "uniscale_lc.serving",
+    "VLLMServer": "uniscale_lc.serving",
+    "VLLMServerConfig": "uniscale_lc.serving",
+    "slo_gate": "uniscale_lc.serving",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'uniscale_lc' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "AllArmsFailedError",
+    "Arm",
+    "ArmSpace",
     "BestOfN",
+    "BudgetPacer",
     "ConfigError",
+    "CostModel",
+    "Decision",
+    "EmbeddingsFeaturizer",
+    "EpsilonGreedy",
+    "Featurizer",
     "FeedbackError",
+    "FixedArm",
+    "HashingFeaturizer",
     "JudgeScorer",
+    "LinUCB",
+    "LoadSignals",
     "MajorityVote",
     "ModelCallError",
+    "ModelClient",
     "ModelSpec",
     "ModelTimeoutError",
+    "Policy",
     "RateLimitedError",
     "Reflection",
+    "ServerMonitor",
     "Single",
     "StateError",
+    "UniScaleChat",
     "UniScaleError",
+    "UniformRandom",
+    "VLLMServer",
+    "VLLMServerConfig",
     "__version__",
+    "cost_penalty",
+    "load_state",
+    "reward_from",
+    "save_state",
+    "slo_gate",
 ]
