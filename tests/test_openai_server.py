@@ -370,4 +370,7 @@ def test_cli_serves_until_terminated() -> None:
         assert payload["choices"][0]["message"]["content"] == "from the cli"
     finally:
         process.terminate()
-        assert process.wait(timeout=10) == 0
+        code = process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+    assert code == 0

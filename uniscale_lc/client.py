@@ -642,7 +642,9 @@ class ModelClient:
                 self.retry.delay_s(attempt, failure.retry_after_s, self._rng) if failure.retryable else None
             )
             if delay is None:
-                raise failure.error(spec.model, attempt)
+                error = failure.error(spec.model, attempt)
+                logger.info("%s", error)
+                raise error
             logger.warning(
                 "%s: attempt %d/%d failed (%s); retrying in %.2f s",
                 spec.model,
@@ -834,7 +836,9 @@ class ModelClient:
             if failure.retryable and not yielded:
                 delay = self.retry.delay_s(attempt, failure.retry_after_s, self._rng)
             if delay is None:
-                raise failure.error(spec.model, attempt)
+                error = failure.error(spec.model, attempt)
+                logger.info("%s", error)
+                raise error
             logger.warning(
                 "%s: stream attempt %d/%d failed (%s); retrying in %.2f s",
                 spec.model,
