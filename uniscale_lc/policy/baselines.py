@@ -54,15 +54,28 @@ class _ContextFreePolicy:
             [self.reward_sums.get(i, 0.0) / self.pulls[i] if self.pulls.get(i) else 0.0 for i in ids]
         )
 
-    def _decide(
-        self, x: np.ndarray, ids: tuple[str, ...], chosen: int, mean: np.ndarray, penalty: np.ndarray
+    def select(
+        self,
+        x: np.ndarray,
+        arms: Sequence[str] | None = None,
+        penalty: Mapping[str, float] | np.ndarray | None = None,
     ) -> Decision:
-        return Decision(
-            arm_id=ids[chosen],
-            context=np.array(x, dtype=np.float64),
-            scores=top_scores(ids, mean, np.zeros(len(ids)), penalty),
-            policy=self.name,
-        )
+        """Choose among the candidates by the subclass's rule; the record holds running means."""
+        with self._lock:
+            ids = self._candidates(arms)
+            check_context(x, self.context_dim)
+            cost_penalty = penalty_vector(penalty, ids)
+            mean = self._means(ids)
+            chosen = self._choose(ids, mean, cost_penalty)
+            return Decision(
+                arm_id=ids[chosen],
+                context=np.array(x, dtype=np.float64),
+                scores=top_scores(ids, mean, np.zeros(len(ids)), cost_penalty),
+                policy=self.name,
+            )
+
+    def _choose(self, ids: tuple[str, ...], mean: np.ndarray, penalty: np.ndarray) -> int:
+        raise NotImplementedError
 
     def update(self, decision: Decision, reward: float) -> None:
         value = check_reward(reward)
@@ -114,17 +127,8 @@ class FixedArm(_ContextFreePolicy):
             )
         super().bind(arm_space, context_dim)
 
-    def select(
-        self,
-        x: np.ndarray,
-        arms: Sequence[str] | None = None,
-        penalty: Mapping[str, float] | np.ndarray | None = None,
-    ) -> Decision:
-        with self._lock:
-            ids = self._candidates(arms)
-            check_context(x, self.context_dim)
-            chosen = ids.index(self.arm_id) if self.arm_id in ids else 0
-            return self._decide(x, ids, chosen, self._means(ids), penalty_vector(penalty, ids))
+    def _choose(self, ids: tuple[str, ...], mean: np.ndarray, penalty: np.ndarray) -> int:
+        return ids.index(self.arm_id) if self.arm_id in ids else 0
 
 
 class UniformRandom(_ContextFreePolicy):
@@ -132,17 +136,8 @@ class UniformRandom(_ContextFreePolicy):
 
     name = "random"
 
-    def select(
-        self,
-        x: np.ndarray,
-        arms: Sequence[str] | None = None,
-        penalty: Mapping[str, float] | np.ndarray | None = None,
-    ) -> Decision:
-        with self._lock:
-            ids = self._candidates(arms)
-            check_context(x, self.context_dim)
-            chosen = int(self._rng.integers(len(ids)))
-            return self._decide(x, ids, chosen, self._means(ids), penalty_vector(penalty, ids))
+    def _choose(self, ids: tuple[str, ...], mean: np.ndarray, penalty: np.ndarray) -> int:
+        return int(self._rng.integers(len(ids)))
 
 
 class EpsilonGreedy(_ContextFreePolicy):
@@ -161,22 +156,10 @@ class EpsilonGreedy(_ContextFreePolicy):
         super().__init__(seed)
         self.epsilon = float(epsilon)
 
-    def select(
-        self,
-        x: np.ndarray,
-        arms: Sequence[str] | None = None,
-        penalty: Mapping[str, float] | np.ndarray | None = None,
-    ) -> Decision:
-        with self._lock:
-            ids = self._candidates(arms)
-            check_context(x, self.context_dim)
-            cost_penalty = penalty_vector(penalty, ids)
-            mean = self._means(ids)
-            untried = [index for index, arm_id in enumerate(ids) if not self.pulls.get(arm_id)]
-            if untried:
-                chosen = untried[int(self._rng.integers(len(untried)))]
-            elif self._rng.random() < self.epsilon:
-                chosen = int(self._rng.integers(len(ids)))
-            else:
-                chosen = argmax_tiebreak(mean - cost_penalty, self._rng)
-            return self._decide(x, ids, chosen, mean, cost_penalty)
+    def _choose(self, ids: tuple[str, ...], mean: np.ndarray, penalty: np.ndarray) -> int:
+        untried = [index for index, arm_id in enumerate(ids) if not self.pulls.get(arm_id)]
+        if untried:
+            return untried[int(self._rng.integers(len(untried)))]
+        if self._rng.random() < self.epsilon:
+            return int(self._rng.integers(len(ids)))
+        return argmax_tiebreak(mean - penalty, self._rng)
