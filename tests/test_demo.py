@@ -1,0 +1,156 @@
+"""The demo: the problem generator, the simulated pool, and a small end-to-end run that must show learning."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from uniscale_lc.client import ModelClient, RetryPolicy
+from uniscale_lc.demo.pool import DEFAULT_PROFILES, ProblemRegistry, SimulatedPool, worked_solution
+from uniscale_lc.demo.problems import DIFFICULTIES, apply_step, generate_problems
+from uniscale_lc.strategies.aggregate import extract_number
+
+# ---------------------------------------------------------------------------------------------- problems
+
+
+def test_problems_are_deterministic_per_seed_and_differ_across_seeds() -> None:
+    first = generate_problems(50, seed=3)
+    again = generate_problems(50, seed=3)
+    other = generate_problems(50, seed=4)
+    assert first == again
+    assert [p.question for p in first] != [p.question for p in other]
+    # A longer list starts with the shorter one: callers can grow a workload without changing its head.
+    assert generate_problems(80, seed=3)[:50] == first
+
+
+def test_problem_answers_follow_their_steps_and_difficulty_sets_step_count() -> None:
+    problems = generate_problems(300, seed=0)
+    assert {p.difficulty for p in problems} == set(DIFFICULTIES)
+    assert len({p.question for p in problems}) == len(problems)
+    for problem in problems:
+        assert len(problem.steps) == problem.difficulty
+        value = problem.start
+        for step in problem.steps:
+            if step.op == "div":  # the story splits things equally: divisions are exact
+                assert value % step.operand == 0, problem.question
+            value = apply_step(value, step.op, step.operand)
+            assert value >= 1, problem.question
+            assert step.sentence in problem.question
+        assert value == problem.answer
+        assert problem.question.endswith("have now?")
+        assert f"has {problem.start} " in problem.question
+
+
+def test_harder_problems_use_larger_numbers() -> None:
+    problems = generate_problems(500, seed=1)
+    mean_start = {
+        d: sum(p.start for p in problems if p.difficulty == d) / sum(p.difficulty == d for p in problems)
+        for d in DIFFICULTIES
+    }
+    assert all(mean_start[d] < mean_start[d + 1] for d in DIFFICULTIES[:-1]), mean_start
+
+
+def test_problem_generator_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="difficulties"):
+        generate_problems(3, difficulties=[6])
+    with pytest.raises(ValueError, match="count"):
+        generate_problems(-1)
+    assert [p.difficulty for p in generate_problems(20, difficulties=[2])] == [2] * 20
+
+
+# ---------------------------------------------------------------------------------------------- pool, pure
+
+
+def test_worked_solution_ends_with_the_answer_and_a_slip_makes_it_wrong() -> None:
+    problems = generate_problems(200, seed=2)
+    for problem in problems:
+        text, value = worked_solution(problem, True, random.Random(0))
+        assert value == problem.answer
+        assert extract_number(text) == str(problem.answer)
+        wrong_text, wrong = worked_solution(problem, False, random.Random(problem.id))
+        assert wrong != problem.answer
+        assert extract_number(wrong_text) == str(wrong)
+        assert wrong_text.endswith(f"The answer is {wrong}.")
+
+
+def test_registry_finds_a_question_inside_a_longer_prompt() -> None:
+    problems = generate_problems(30, seed=5)
+    registry = ProblemRegistry(problems)
+    assert len(registry) == 30
+    target = problems[17]
+    prompt = f"Solve the problem step by step.\n\nQuestion: {target.question}\nEnd with 'The answer is N.'"
+    assert registry.find(prompt) == target
+    assert registry.find("What is the capital of France?") is None
+
+
+def test_default_profiles_order_price_and_accuracy() -> None:
+    prices = [p.output_usd_per_mtok for p in DEFAULT_PROFILES]
+    assert prices == sorted(prices) and len(set(prices)) == len(prices)
+    for difficulty in DIFFICULTIES:
+        accuracy = [p.p_correct(difficulty) for p in DEFAULT_PROFILES]
+        assert accuracy == sorted(accuracy)
+    for profile in DEFAULT_PROFILES:
+        assert list(profile.accuracy) == sorted(profile.accuracy, reverse=True)
+
+
+# ---------------------------------------------------------------------------------------------- pool, live
+
+
+@pytest.fixture
+def client() -> ModelClient:
+    return ModelClient(retry=RetryPolicy(max_attempts=1), seed=0)
+
+
+def _pool_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("openai-server-")}
+
+
+@pytest.mark.timeout(60)
+def test_pool_answers_over_http_with_n_samples_in_one_call(client: ModelClient) -> None:
+    problems = generate_problems(40, seed=7)
+    before = _pool_threads()
+    with SimulatedPool(problems, seed=1, latency_scale=0.0) as pool:
+        specs = pool.specs()
+        assert [s.name for s in specs] == ["sim-small", "sim-medium", "sim-large"]
+        assert all(s.api_base == pool.api_base and s.model.startswith("hosted_vllm/") for s in specs)
+        problem = next(p for p in problems if p.difficulty >= 4)
+        messages = [{"role": "user", "content": f"Question: {problem.question}"}]
+        completion = client.complete(pool.spec("sim-small"), messages, n=5)
+        assert len(completion.texts) == 5
+        assert pool.server.request_count("sim-small") == 1
+        assert pool.server.last_request("sim-small")["n"] == 5
+        assert all(text.endswith(".") and "The answer is" in text for text in completion.texts)
+        # Prices are the spec's own: cost is tokens times the made-up per-million rates.
+        usage = completion.usage
+        expected = (usage["input_tokens"] * 0.10 + usage["output_tokens"] * 0.40) / 1e6
+        assert usage["cost_usd"] == pytest.approx(expected)
+        # The same (model, question, sample index) draws the same sample: runs repeat exactly.
+        again = client.complete(pool.spec("sim-small"), messages, n=5)
+        assert again.texts == completion.texts
+        unknown = client.complete(pool.spec("sim-large"), [{"role": "user", "content": "hello"}])
+        assert "simulated" in unknown.texts[0] and extract_number(unknown.texts[0]) == "0"
+    assert _pool_threads() == before
+
+
+@pytest.mark.timeout(120)
+def test_pool_accuracy_tracks_profiles_and_majority_vote_helps_the_medium_model(client: ModelClient) -> None:
+    problems = [p for p in generate_problems(400, seed=11) if p.difficulty in (3, 4)][:120]
+    with SimulatedPool(problems, seed=0, latency_scale=0.0) as pool:
+        spec = pool.spec("sim-medium")
+        single_correct = vote_correct = 0
+        for problem in problems:
+            texts = client.complete(spec, [{"role": "user", "content": problem.question}], n=5).texts
+            answers = [extract_number(text) for text in texts]
+            single_correct += answers[0] == str(problem.answer)
+            top = max(set(answers), key=lambda a: (answers.count(a), -answers.index(a)))
+            vote_correct += top == str(problem.answer)
+    profile = DEFAULT_PROFILES[1]
+    expected_single = sum(profile.p_correct(p.difficulty) for p in problems) / len(problems)
+    # 120 Bernoulli draws around p ~ 0.67: 4 standard deviations is about 0.17.
+    assert abs(single_correct / len(problems) - expected_single) < 0.17
+    assert vote_correct >= single_correct + 12, (single_correct, vote_correct)
