@@ -33,6 +33,7 @@ _META = "meta.json"
 _ARRAY_NAME = re.compile(r"^a\d{1,9}\.npy$")
 _ARRAY_KEY = "__ndarray__"
 _ALLOWED_KINDS = "biuf"  # bool, signed, unsigned, float
+_TEMP_SUFFIX = re.compile(r"^[a-z0-9_]{8}\.tmp$")  # what tempfile.mkstemp puts after our prefix
 
 
 def _flatten(value: Any, arrays: list[np.ndarray], where: str) -> Any:
@@ -79,6 +80,29 @@ def _restore(value: Any, arrays: Mapping[int, np.ndarray]) -> Any:
     return value
 
 
+def _remove_orphaned_temporaries(target: Path) -> None:
+    """Delete temporary files of writers killed mid-save, which would otherwise pile up one per crash.
+
+    Called with the lock held: a writer creates its temporary file only while holding the lock, so any
+    such file that exists now belongs to a writer that died. Without `fcntl` there is no lock, so nothing
+    is removed (another live writer's file could be).
+    """
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # pragma: no cover - non-POSIX
+        return
+    prefix = f".{target.name}."
+    with contextlib.suppress(OSError), os.scandir(target.parent) as entries:
+        for entry in entries:
+            if (
+                entry.name.startswith(prefix)
+                and _TEMP_SUFFIX.match(entry.name[len(prefix) :])
+                and entry.is_file(follow_symlinks=False)
+            ):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
 @contextlib.contextmanager
 def state_lock(path: Path) -> Iterator[None]:
     """Exclusive advisory lock on `<path>.lock`, so two processes never interleave save and load."""
@@ -120,6 +144,7 @@ def save_state(path: str | os.PathLike[str], tree: Mapping[str, Any]) -> Path:
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     with state_lock(target):
+        _remove_orphaned_temporaries(target)
         descriptor, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
             with os.fdopen(descriptor, "wb") as handle:
