@@ -165,6 +165,40 @@ def save_state(path: str | os.PathLike[str], tree: Mapping[str, Any]) -> Path:
     return target
 
 
+def _read_capped(source: Path, limit: int, fix: str) -> bytes:
+    """The whole file in one open and read (so a concurrent rename cannot mix two files), at most `limit`."""
+    with open(source, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise StateError(f"state file {source} is over the {limit}-byte limit; {fix}")
+    return data
+
+
+def _check_array_headers(archive: zipfile.ZipFile, source: Path, fix: str) -> None:
+    """Refuse before loading any array whose header declares a non-numeric dtype or more data than
+    its member holds: numpy allocates the declared shape up front, so a 100-byte member could
+    otherwise ask for terabytes."""
+    for info in archive.infolist():
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+            else:
+                raise StateError(
+                    f"state file {source}: member {info.filename} has npy version {version}; {fix}"
+                )
+        if dtype.kind not in _ALLOWED_KINDS or dtype.hasobject:
+            raise StateError(f"state file {source}: member {info.filename} has dtype {dtype}; {fix}")
+        declared = math.prod(shape) * dtype.itemsize
+        if declared > info.file_size:
+            raise StateError(
+                f"state file {source}: member {info.filename} declares {declared} bytes but holds "
+                f"{info.file_size}; {fix}"
+            )
+
+
 def load_state(path: str | os.PathLike[str], *, max_bytes: int = MAX_STATE_BYTES) -> dict[str, Any]:
     """Read a state tree saved by `save_state`; `StateError` with the fix for anything unusable."""
     source = Path(path)
@@ -173,10 +207,18 @@ def load_state(path: str | os.PathLike[str], *, max_bytes: int = MAX_STATE_BYTES
         size = source.stat().st_size
     except FileNotFoundError:
         raise StateError(f"state file {source} does not exist") from None
+    except OSError as error:
+        raise StateError(f"state file {source} cannot be read ({type(error).__name__}); {fix}") from None
     if size > max_bytes:
         raise StateError(f"state file {source} is {size} bytes, over the {max_bytes}-byte limit; {fix}")
     try:
-        with state_lock(source), zipfile.ZipFile(source) as archive:
+        try:
+            with state_lock(source):
+                data = _read_capped(source, max_bytes, fix)
+        except PermissionError:
+            # A read-only folder cannot hold the lock file; one open and read is atomic against renames.
+            data = _read_capped(source, max_bytes, fix)
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
             infos = archive.infolist()
             names = {info.filename for info in infos}
             if "meta.npy" not in names:
@@ -186,16 +228,17 @@ def load_state(path: str | os.PathLike[str], *, max_bytes: int = MAX_STATE_BYTES
                 raise StateError(f"state file {source} holds unexpected members {unexpected[:3]}; {fix}")
             if sum(info.file_size for info in infos) > max_bytes:
                 raise StateError(f"state file {source} unpacks to more than {max_bytes} bytes; {fix}")
-            with np.load(io.BytesIO(source.read_bytes()), allow_pickle=False) as stored:
-                meta_bytes = stored["meta"].tobytes()
-                arrays: dict[int, np.ndarray] = {}
-                for name in stored.files:
-                    if name == "meta":
-                        continue
-                    array = stored[name]
-                    if array.dtype.kind not in _ALLOWED_KINDS:
-                        raise StateError(f"state file {source}: member {name} has dtype {array.dtype}; {fix}")
-                    arrays[int(name[1:])] = array
+            _check_array_headers(archive, source, fix)
+        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+            meta_bytes = stored["meta"].tobytes()
+            arrays: dict[int, np.ndarray] = {}
+            for name in stored.files:
+                if name == "meta":
+                    continue
+                array = stored[name]
+                if array.dtype.kind not in _ALLOWED_KINDS:
+                    raise StateError(f"state file {source}: member {name} has dtype {array.dtype}; {fix}")
+                arrays[int(name[1:])] = array
     except StateError:
         raise
     except (zipfile.BadZipFile, ValueError, KeyError, EOFError, OSError, zipfile.LargeZipFile) as error:
@@ -208,10 +251,14 @@ def load_state(path: str | os.PathLike[str], *, max_bytes: int = MAX_STATE_BYTES
         raise StateError(
             f"state file {source}: meta.json is not valid JSON ({error.msg if hasattr(error, 'msg') else error}); {fix}"
         ) from None
+    except RecursionError:
+        raise StateError(f"state file {source}: meta.json is nested too deeply; {fix}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise StateError(f"state file {source} is not a uniscale-lc state file; {fix}")
     version = meta.get("version")
-    if not isinstance(version, int) or version > VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise StateError(f"state file {source} has version {version!r}, which no uniscale-lc writes; {fix}")
+    if version > VERSION:
         raise StateError(
             f"state file {source} has version {version!r}; this uniscale-lc reads version {VERSION} and older. "
             "Upgrade uniscale-lc, or delete the file to start afresh"
@@ -219,5 +266,8 @@ def load_state(path: str | os.PathLike[str], *, max_bytes: int = MAX_STATE_BYTES
     state = meta.get("state")
     if not isinstance(state, dict):
         raise StateError(f"state file {source}: meta.json has no state object; {fix}")
-    restored: dict[str, Any] = _restore(state, arrays)
+    try:
+        restored: dict[str, Any] = _restore(state, arrays)
+    except RecursionError:
+        raise StateError(f"state file {source}: meta.json is nested too deeply; {fix}") from None
     return restored
