@@ -1,0 +1,157 @@
+"""LangChain's standard chat model tests, run against UniScaleChat on the loopback OpenAI-compatible server.
+
+The served models behave like a small real model would for these tests: they answer in text, and when
+tools are offered they call the first one with arguments filled from its JSON schema (integers from the
+prompt, strings from a quoted name in the prompt), so tool calling, structured output and agent loops
+run for real over HTTP through litellm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from langchain_tests.integration_tests import ChatModelIntegrationTests
+from langchain_tests.unit_tests import ChatModelUnitTests
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from uniscale_lc.chat_model import UniScaleChat
+from uniscale_lc.client import ModelClient, RetryPolicy
+from uniscale_lc.model_spec import ModelSpec
+from uniscale_lc.strategies.config import MajorityVote, Single
+from uniscale_lc.testing.openai_server import OpenAIServer, SimulatedModel, message_text
+
+pytestmark = pytest.mark.timeout(120)
+
+_QUOTED = re.compile(r"'([^']+)'|\"([^\"]+)\"")
+_INTEGER = re.compile(r"-?\d+")
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return message_text(message)
+    return ""
+
+
+def _answer(messages: list[dict[str, Any]], sample_index: int, rng: random.Random) -> str:
+    text = _last_user_text(messages) or "nothing"
+    return f"Hello! I read your message: {text}"
+
+
+def _fill(schema: dict[str, Any], text: str) -> Any:
+    """A value for a JSON-schema property, taken from the prompt where the prompt has one."""
+    kind = schema.get("type")
+    if kind is None and "anyOf" in schema:
+        kind = next((s.get("type") for s in schema["anyOf"] if s.get("type") != "null"), "string")
+    if kind in ("integer", "number"):
+        found = _INTEGER.search(text)
+        return int(found.group()) if found else 1
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return []
+    if kind == "object":
+        return {}
+    quoted = _QUOTED.search(text)
+    return (quoted.group(1) or quoted.group(2)) if quoted else "a pirate, arr"
+
+
+def _tool_call(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]], rng: random.Random
+) -> dict[str, Any] | None:
+    """Call the first tool, unless the last message is a tool result (then answer in text)."""
+    if not tools or messages[-1].get("role") == "tool":
+        return None
+    function = tools[0].get("function") or {}
+    properties = (function.get("parameters") or {}).get("properties") or {}
+    text = _last_user_text(messages)
+    arguments = {name: _fill(schema, text) for name, schema in properties.items()}
+    return {"name": function.get("name"), "arguments": json.dumps(arguments, ensure_ascii=False)}
+
+
+_server: OpenAIServer | None = None
+
+
+def _api_base() -> str:
+    """One server for the module, started on first use (the test classes read params as properties)."""
+    global _server
+    if _server is None:
+        models = [
+            SimulatedModel(name, _answer, tool_call=_tool_call, seed=index)
+            for index, name in enumerate(("alpha", "beta"))
+        ]
+        _server = OpenAIServer(models=models).start()
+    return _server.api_base
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_server() -> Iterator[None]:
+    yield
+    global _server
+    if _server is not None:
+        _server.stop()
+        _server = None
+
+
+def _params(api_base: str) -> dict[str, Any]:
+    specs = [ModelSpec(model=name, api_base=api_base, gpu_usd_per_hour=1.0, timeout_s=10.0) for name in ("alpha", "beta")]
+    return {
+        "models": specs,
+        # A majority-vote arm too, so answers also come from a scaled strategy (one chunk when streamed);
+        # calls with tools go to the Single arms only.
+        "strategies": [Single(), MajorityVote(n=3, extractor="text", early_stop=True)],
+        "client": ModelClient(retry=RetryPolicy(max_attempts=2, base_delay_s=0.01, max_delay_s=0.05)),
+    }
+
+
+class TestUniScaleChatUnit(ChatModelUnitTests):
+    @property
+    def chat_model_class(self) -> type[UniScaleChat]:
+        return UniScaleChat
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        # Unit tests never call a model: a port nobody listens on is enough.
+        return _params("http://127.0.0.1:9/v1")
+
+    @property
+    def standard_chat_model_params(self) -> dict[str, Any]:
+        # Switched off: `api_key`. UniScaleChat never holds keys (each ModelSpec names its environment
+        # variable), and rejects `api_key=` with a ConfigError saying so; everything else is standard.
+        params = dict(super().standard_chat_model_params)
+        params.pop("api_key", None)
+        return params
+
+    @property
+    def model_override_value(self) -> str:
+        return "beta"
+
+
+class TestUniScaleChatIntegration(ChatModelIntegrationTests):
+    @property
+    def chat_model_class(self) -> type[UniScaleChat]:
+        return UniScaleChat
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return _params(_api_base())
+
+    @property
+    def model_override_value(self) -> str:
+        # `model=` per call pins the request to the arms of that model (see docs/chat_model.md).
+        return "beta"
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return True
+
+    # Left at their defaults (off) because the served models have no such inputs, not because of
+    # UniScaleChat: image, audio, video and PDF inputs, Anthropic-format inputs, JSON mode (the loopback
+    # server does not implement response_format). VCR tests are off: the server is local and fast.
