@@ -142,10 +142,18 @@ def _how_it_ended(status: int) -> str:
 
 def kill_once(path: str, seed: int, delay_ms: float) -> dict[str, Any]:
     pid, read_fd = _fork(_writer, Path(path), seed)
+    # Start the clock once the writer has loaded what its predecessor left, so the kill lands in the
+    # update-and-save loop whatever the machine's speed.
+    first = b""
+    while len(first) < _RECORD.size:
+        chunk = os.read(read_fd, _RECORD.size - len(first))
+        if not chunk:
+            break
+        first += chunk
     time.sleep(delay_ms / 1000.0)
     os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
-    records = _read_records(read_fd)
+    records = ([_RECORD.unpack(first)] if len(first) == _RECORD.size else []) + _read_records(read_fd)
     resumed = [step for kind, step in records if kind == b"R"]
     saved = [step for kind, step in records if kind == b"S"]
     return {
