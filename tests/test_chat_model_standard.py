@@ -101,7 +101,10 @@ def _stop_server() -> Iterator[None]:
 
 
 def _params(api_base: str) -> dict[str, Any]:
-    specs = [ModelSpec(model=name, api_base=api_base, gpu_usd_per_hour=1.0, timeout_s=10.0) for name in ("alpha", "beta")]
+    specs = [
+        ModelSpec(model=name, api_base=api_base, gpu_usd_per_hour=1.0, timeout_s=10.0)
+        for name in ("alpha", "beta")
+    ]
     return {
         "models": specs,
         # A majority-vote arm too, so answers also come from a scaled strategy (one chunk when streamed);
