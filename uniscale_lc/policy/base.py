@@ -91,6 +91,10 @@ class Policy(Protocol):
     def load_state_dict(self, state: Mapping[str, Any]) -> list[str]: ...
 
 
+MAX_ABS_FEATURE = 1e6
+"""Largest context value accepted: features are meant to be of order 1."""
+
+
 def check_context(x: Any, dim: int, owner: str = "x") -> np.ndarray:
     """A finite float64 vector of the bound dimension, or a clear error."""
     vector = np.asarray(x, dtype=np.float64)
@@ -101,6 +105,13 @@ def check_context(x: Any, dim: int, owner: str = "x") -> np.ndarray:
         )
     if not np.isfinite(vector).all():
         raise ConfigError(f"{owner}: contains NaN or infinity; the featurizer must return finite values")
+    largest = float(np.abs(vector).max()) if vector.size else 0.0
+    if largest > MAX_ABS_FEATURE:
+        # Squares of such values overflow or swamp the ridge prior; no featurizer here exceeds ~2.
+        raise ConfigError(
+            f"{owner}: a value of magnitude {largest:.3g} exceeds {MAX_ABS_FEATURE:.0e}; "
+            "scale the features to about [-1, 1]"
+        )
     return vector
 
 

@@ -9,10 +9,17 @@ cross-covariance blocks are dropped, which keeps a decision O(D^2 + K d^2) inste
 
 Numerics: float64; inverses maintained by Sherman-Morrison rank-one updates (symmetric by
 construction) and replaced by an exact inverse of the exactly accumulated Gram matrix every
-`refresh_every` updates, or at once if a denominator is ever non-finite or non-positive.
+`refresh_every` updates, or at once if a denominator is ever non-finite or non-positive (Cholesky,
+with an eigendecomposition floored at `ridge` when rounding defeats Cholesky). Contexts are checked
+finite and of magnitude <= 1e6 (`policy.base.MAX_ABS_FEATURE`) before anything is learnt.
 Forgetting (gamma < 1) discounts old evidence as in discounted LinUCB: A <- gamma A + phi phi^T +
 (1 - gamma) ridge I; between refreshes the (1 - gamma) ridge I term is left out of the incremental
-inverse, which only widens the confidence bound slightly.
+inverse, which only widens the confidence bound slightly (by at most (1 - gamma^refresh_every) ridge
+in the Gram matrix; tests/test_linucb.py checks both bounds).
+
+Speed: a decision reads every candidate arm's d x d inverse once (that read bounds its time), so
+scoring keeps a packed copy of each per-arm inverse (upper triangle, off-diagonal doubled, scaled):
+x' A_a^-1 x for all arms is one matrix-vector product over half the memory. See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,13 +38,18 @@ from .base import Decision, argmax_tiebreak, check_context, check_reward, penalt
 
 __all__ = ["LinUCB", "RidgeStats"]
 
+# Pending rows folded into the exact Gram matrix at a time: bounds memory per statistic.
+_FLUSH_ROWS = 64
+
 
 class RidgeStats:
     """Sufficient statistics of one ridge regression with an incrementally maintained inverse.
 
     Hot-path costs per update: two D x D in-place passes (the rank-one downdate) and O(D) for the
     weights, using preallocated buffers (allocating a D x D temporary costs more than the maths).
-    The exact Gram matrix is assembled lazily from the buffered feature rows at each refresh.
+    The exact Gram matrix is assembled lazily from buffered feature rows, folded in blocks of at most
+    `_FLUSH_ROWS` rows (so memory stays O(D^2) whatever `refresh_every` is), and inverted exactly
+    every `refresh_every` updates.
     """
 
     def __init__(self, dim: int, ridge: float, forgetting: float, refresh_every: int):
@@ -45,8 +58,9 @@ class RidgeStats:
         self.forgetting = forgetting
         self.refresh_every = refresh_every
         self._gram = ridge * np.eye(dim)  # exact, up to the rows still pending
-        self._pending_rows = np.zeros((refresh_every, dim))
+        self._pending_rows = np.zeros((min(refresh_every, _FLUSH_ROWS), dim))
         self._pending = 0
+        self._since_refresh = 0
         self._inverse = np.eye(dim) / ridge  # true inverse = _inverse * _scale
         self._scale = 1.0
         self.target = np.zeros(dim)
@@ -70,8 +84,11 @@ class RidgeStats:
         if gamma < 1.0:
             self._scale /= gamma
             self.target *= gamma
+        if self._pending == self._pending_rows.shape[0]:
+            self._flush()
         self._pending_rows[self._pending] = features
         self._pending += 1
+        self._since_refresh += 1
         self.target += value * features
         projected = (self._inverse @ features) * self._scale
         denominator = 1.0 + float(features @ projected)
@@ -79,7 +96,7 @@ class RidgeStats:
         if (
             not math.isfinite(denominator)
             or denominator <= 0.0
-            or self._pending >= self.refresh_every
+            or self._since_refresh >= self.refresh_every
             or self._scale > 1e6
         ):
             self.refresh()
@@ -109,13 +126,24 @@ class RidgeStats:
         self._pending = 0
 
     def refresh(self) -> None:
-        """Exact inverse of the accumulated Gram matrix (Cholesky), symmetrised."""
+        """Exact inverse of the accumulated Gram matrix (Cholesky), symmetrised.
+
+        The Gram matrix is at least `ridge * I` in exact arithmetic; when rounding makes it fail the
+        Cholesky test (features of 1e6 against a ridge of 1e-6), the inverse comes from its
+        eigendecomposition with eigenvalues raised to `ridge`, so it is always finite and positive.
+        """
         self._flush()
         self._gram = 0.5 * (self._gram + self._gram.T)
-        factor = np.linalg.cholesky(self._gram)
-        lower_inverse = np.linalg.solve(factor, np.eye(self.dim))
-        self._inverse = lower_inverse.T @ lower_inverse
+        try:
+            factor = np.linalg.cholesky(self._gram)
+            lower_inverse = np.linalg.solve(factor, np.eye(self.dim))
+            inverse = lower_inverse.T @ lower_inverse
+        except np.linalg.LinAlgError:
+            eigenvalues, vectors = np.linalg.eigh(self._gram)
+            inverse = (vectors / np.maximum(eigenvalues, self.ridge)) @ vectors.T
+        self._inverse = 0.5 * (inverse + inverse.T)
         self._scale = 1.0
+        self._since_refresh = 0
         self.weights = self._inverse @ self.target
 
     def state(self) -> dict[str, Any]:
@@ -123,24 +151,39 @@ class RidgeStats:
             "gram": self.gram.copy(),
             "inverse": self.inverse.copy(),
             "target": self.target.copy(),
+            "weights": self.weights.copy(),
             "updates": self.updates,
         }
 
     def load(self, state: Mapping[str, Any], owner: str) -> None:
         arrays = {}
-        for key in ("gram", "inverse", "target"):
-            array = np.array(state[key], dtype=np.float64)
-            expected = (self.dim,) if key == "target" else (self.dim, self.dim)
+        for key in ("gram", "inverse", "target", "weights"):
+            if key == "weights" and key not in state:
+                continue  # written before weights were saved: recomputed below
+            try:
+                array = np.array(state[key], dtype=np.float64)
+            except KeyError:
+                raise StateError(f"{owner}.{key}: missing; the state file was edited or corrupt") from None
+            except (TypeError, ValueError):
+                raise StateError(f"{owner}.{key}: not a numeric array; the state file is corrupt") from None
+            expected = (self.dim,) if key in ("target", "weights") else (self.dim, self.dim)
             if array.shape != expected or not np.isfinite(array).all():
                 raise StateError(
                     f"{owner}.{key}: shape {array.shape} or non-finite values; expected {expected}"
                 )
             arrays[key] = array
+        try:
+            updates = int(state.get("updates", 0))
+        except (TypeError, ValueError):
+            raise StateError(f"{owner}.updates: not an integer; the state file is corrupt") from None
         self._gram, self._inverse, self.target = arrays["gram"], arrays["inverse"], arrays["target"]
         self._scale = 1.0
         self._pending = 0
-        self.weights = self._inverse @ self.target
-        self.updates = int(state.get("updates", 0))
+        self._since_refresh = 0
+        # Saved weights make a save/load round trip continue bit for bit; recomputing would differ
+        # from the incrementally updated weights in the last digits.
+        self.weights = arrays["weights"] if "weights" in arrays else self._inverse @ self.target
+        self.updates = updates
 
 
 class LinUCB:
@@ -226,11 +269,20 @@ class LinUCB:
             self._shared_dim = self._projection.shape[0] * ARM_FEATURE_DIM
             self._shared_stats = RidgeStats(self._shared_dim, self.ridge, self.forgetting, self.refresh_every)
             self._arm_stats: dict[str, RidgeStats] = {}
-            # Stacked copies of the per-arm inverses and weights for vectorised scoring.
             self._slot_of: dict[str, int] = {}
-            self._slot_cache: dict[tuple[str, ...], np.ndarray] = {}
-            self._stacked_inverse = np.zeros((0, augmented, augmented))
-            self._stacked_weights = np.zeros((0, augmented))
+            # Scoring copies of the per-arm inverses: the upper triangle only, off-diagonal entries
+            # doubled, times the forgetting scale, so x' A^-1 x for every arm is one matrix-vector
+            # product over half the memory (reading K inverses is what bounds a decision's time).
+            upper_rows, upper_cols = np.triu_indices(augmented)
+            self._upper_flat = upper_rows * augmented + upper_cols
+            self._upper_weight = np.where(upper_rows == upper_cols, 1.0, 2.0)
+            self._packed_inverse = np.zeros((8, self._upper_flat.size))
+            self._stacked_weights = np.zeros((8, augmented))
+            # Candidate views (ids, arm features, slots) per arm-space version and subset.
+            self._views: dict[tuple[int, tuple[str, ...] | None], _CandidateView] = {}
+            # Features of every arm this policy has seen, so feedback for a since-removed arm still teaches.
+            self._known_features: dict[str, np.ndarray] = {}
+            self._features_version = -1
 
     @property
     def bound(self) -> bool:
@@ -244,25 +296,48 @@ class LinUCB:
     def _slot(self, arm_id: str) -> int:
         slot = self._slot_of.get(arm_id)
         if slot is None:
-            augmented = self.context_dim + 1
             slot = len(self._slot_of)
+            if slot == self._packed_inverse.shape[0]:  # grow by doubling: amortised O(1) per arm
+                self._packed_inverse = np.concatenate(
+                    [self._packed_inverse, np.zeros_like(self._packed_inverse)]
+                )
+                self._stacked_weights = np.concatenate(
+                    [self._stacked_weights, np.zeros_like(self._stacked_weights)]
+                )
             self._slot_of[arm_id] = slot
-            self._arm_stats[arm_id] = RidgeStats(augmented, self.ridge, self.forgetting, self.refresh_every)
-            self._stacked_inverse = np.concatenate(
-                [self._stacked_inverse, (np.eye(augmented) / self.ridge)[None]]
-            )
-            self._stacked_weights = np.concatenate([self._stacked_weights, np.zeros((1, augmented))])
+            stats = RidgeStats(self.context_dim + 1, self.ridge, self.forgetting, self.refresh_every)
+            self._arm_stats[arm_id] = stats
+            self._sync_slot(slot, stats)
         return slot
 
-    def _slots(self, ids: tuple[str, ...]) -> np.ndarray:
-        """Row of each arm in the stacked per-arm arrays; cached per candidate subset."""
-        cached = self._slot_cache.get(ids)
-        if cached is None:
-            cached = np.fromiter((self._slot(arm_id) for arm_id in ids), dtype=np.intp, count=len(ids))
-            if len(self._slot_cache) > 256:
-                self._slot_cache.clear()
-            self._slot_cache[ids] = cached
-        return cached
+    def _sync_slot(self, slot: int, stats: RidgeStats) -> None:
+        """Copy one arm's inverse (packed, scaled) and weights into the scoring arrays."""
+        weight = self._upper_weight if stats._scale == 1.0 else self._upper_weight * stats._scale
+        np.multiply(stats._inverse.ravel().take(self._upper_flat), weight, out=self._packed_inverse[slot])
+        self._stacked_weights[slot] = stats.weights
+
+    def _remember_space_features(self, space: ArmSpace) -> None:
+        version = space.version  # read before the ids: a concurrent change shows up as a new version
+        self._known_features.update(zip(space.ids, space.features(), strict=True))
+        self._features_version = version
+
+    def _view(self, arms: Sequence[str] | None) -> _CandidateView:
+        """Candidate ids, their arm features and per-arm slots; cached per arm-space version and subset."""
+        space = self._space()
+        version = space.version
+        key = (version, None if arms is None else tuple(arms))
+        view = self._views.get(key)
+        if view is None:
+            ids = space.ids if arms is None else space.check_ids(arms)
+            if self._features_version != version:
+                self._remember_space_features(space)
+            slots = np.fromiter((self._slot(arm_id) for arm_id in ids), dtype=np.intp, count=len(ids))
+            in_slot_order = bool(np.array_equal(slots, np.arange(len(ids))))
+            view = _CandidateView(ids, space.features(ids), slots, in_slot_order)
+            if len(self._views) > 256:
+                self._views.clear()
+            self._views[key] = view
+        return view
 
     # ------------------------------------------------------------------ scoring
 
@@ -277,29 +352,32 @@ class LinUCB:
     ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
         """(arm ids, predicted mean, exploration bonus, penalty) for every candidate arm."""
         with self._lock:
-            space = self._space()
-            ids = space.ids if arms is None else space.check_ids(arms)
+            view = self._view(arms)
+            ids, features = view.ids, view.features
             vector = check_context(x, self.context_dim)
             x_aug = np.concatenate(([1.0], vector))
-            features = space.features(ids)
             mean = np.zeros(len(ids))
             variance = np.zeros(len(ids))
             if self.shared:
+                stats = self._shared_stats
                 reduced = self._projection @ x_aug
                 p, m = reduced.shape[0], ARM_FEATURE_DIM
-                mean += features @ np.dot(reduced, self._shared_stats.weights.reshape(p, m))
-                inverse = self._shared_stats.inverse
-                partial = np.dot(reduced, inverse.reshape(p, m * p * m)).reshape(m, p, m)
+                mean += features @ np.dot(reduced, stats.weights.reshape(p, m))
+                # The unscaled inverse and a scalar scale: no D x D copy under forgetting.
+                partial = np.dot(reduced, stats._inverse.reshape(p, m * p * m)).reshape(m, p, m)
                 arm_gram = np.einsum("j,mjn->mn", reduced, partial)
-                variance += ((features @ arm_gram) * features).sum(axis=1)
+                variance += ((features @ arm_gram) * features).sum(axis=1) * stats._scale
             if self.per_arm:
-                slots = self._slots(ids)
-                augmented = x_aug.shape[0]
-                per_arm_variance = (self._stacked_inverse.reshape(-1, augmented) @ x_aug).reshape(
-                    -1, augmented
-                ) @ x_aug
-                variance += per_arm_variance[slots]
-                mean += (self._stacked_weights @ x_aug)[slots]
+                count = len(self._slot_of)
+                outer = np.multiply.outer(x_aug, x_aug).ravel().take(self._upper_flat)
+                per_arm_variance = self._packed_inverse[:count] @ outer
+                per_arm_mean = self._stacked_weights[:count] @ x_aug
+                if view.in_slot_order:
+                    variance += per_arm_variance[: len(ids)]
+                    mean += per_arm_mean[: len(ids)]
+                else:
+                    variance += per_arm_variance[view.slots]
+                    mean += per_arm_mean[view.slots]
             bonus = self.alpha * np.sqrt(np.maximum(variance, 0.0))
             return ids, mean, bonus, penalty_vector(penalty, ids)
 
@@ -325,13 +403,13 @@ class LinUCB:
     ) -> list[Decision]:
         """Decisions for many contexts at once against the current model (no learning in between)."""
         with self._lock:
-            space = self._space()
-            ids = space.ids if arms is None else space.check_ids(arms)
+            view = self._view(arms)
+            ids, features = view.ids, view.features
             matrix = np.asarray(xs, dtype=np.float64)
             if matrix.ndim != 2 or matrix.shape[1] != self.context_dim:
                 raise ConfigError(f"xs: got shape {matrix.shape}; expected (n, {self.context_dim})")
-            if not np.isfinite(matrix).all():
-                raise ConfigError("xs: contains NaN or infinity; the featurizer must return finite values")
+            for row in range(matrix.shape[0]):
+                check_context(matrix[row], self.context_dim, owner=f"xs[{row}]")
             rows = matrix.shape[0]
             cost_penalty = (
                 np.zeros((rows, len(ids))) if penalties is None else np.asarray(penalties, dtype=np.float64)
@@ -340,22 +418,26 @@ class LinUCB:
                 cost_penalty = np.broadcast_to(cost_penalty, (rows, len(ids)))
             if cost_penalty.shape != (rows, len(ids)):
                 raise ConfigError(f"penalties: got shape {cost_penalty.shape}; expected ({rows}, {len(ids)})")
+            if not np.isfinite(cost_penalty).all():
+                raise ConfigError("penalties: contains NaN or infinity; cost predictions must be finite")
             x_aug = np.hstack([np.ones((rows, 1)), matrix])
-            features = space.features(ids)
             mean = np.zeros((rows, len(ids)))
             variance = np.zeros((rows, len(ids)))
             if self.shared:
+                stats = self._shared_stats
                 reduced = x_aug @ self._projection.T  # (n, p)
                 p, m = reduced.shape[1], ARM_FEATURE_DIM
-                mean += (reduced @ self._shared_stats.weights.reshape(p, m)) @ features.T
-                inverse = self._shared_stats.inverse.reshape(p, m, p, m)
+                mean += (reduced @ stats.weights.reshape(p, m)) @ features.T
+                inverse = stats._inverse.reshape(p, m, p, m)
                 arm_grams = np.einsum("ni,imjl,nj->nml", reduced, inverse, reduced, optimize=True)
-                variance += np.einsum("km,nml,kl->nk", features, arm_grams, features, optimize=True)
+                variance += (
+                    np.einsum("km,nml,kl->nk", features, arm_grams, features, optimize=True) * stats._scale
+                )
             if self.per_arm:
-                slots = self._slots(ids)
-                stacked = self._stacked_inverse[slots]
-                variance += np.einsum("nd,kde,ne->nk", x_aug, stacked, x_aug, optimize=True)
-                mean += x_aug @ self._stacked_weights[slots].T
+                count = len(self._slot_of)
+                outer = (x_aug[:, :, None] * x_aug[:, None, :]).reshape(rows, -1)[:, self._upper_flat]
+                variance += (outer @ self._packed_inverse[:count].T)[:, view.slots]
+                mean += (x_aug @ self._stacked_weights[:count].T)[:, view.slots]
             bonus = self.alpha * np.sqrt(np.maximum(variance, 0.0))
             decisions = []
             for row in range(rows):
@@ -372,30 +454,28 @@ class LinUCB:
 
     # ------------------------------------------------------------------ learning
 
+    def _arm_vector(self, arm_id: str, owner: str) -> np.ndarray:
+        """Features of an arm in the space, or as last seen for an arm removed since."""
+        space = self._space()
+        if self._features_version != space.version:
+            self._remember_space_features(space)
+        vector = self._known_features.get(arm_id)
+        if vector is None:
+            raise ConfigError(
+                f"{owner}: unknown {arm_id!r}; it was never in this policy's arm space "
+                "(add the arm to the arm space first)"
+            )
+        return vector
+
     def update(self, decision: Decision, reward: float) -> None:
         """Learn from the reward of a decision; also for an arm removed since (its state is kept)."""
         value = check_reward(reward)
         with self._lock:
-            space = self._space()
             vector = check_context(decision.context, self.context_dim, owner="decision.context")
-            arm_id = decision.arm_id
-            if arm_id in space:
-                arm_vector = space.features((arm_id,))[0]
-            elif arm_id in self._removed_features:
-                arm_vector = self._removed_features[arm_id]
-            else:
-                raise ConfigError(
-                    f"decision.arm_id: unknown {arm_id!r}; it was never in this policy's arm space"
-                )
-            self._learn(vector, arm_id, arm_vector, value)
-
-    @property
-    def _removed_features(self) -> dict[str, np.ndarray]:
-        cache: dict[str, np.ndarray] = self.__dict__.setdefault("_features_of_known_arms", {})
-        return cache
+            arm_vector = self._arm_vector(decision.arm_id, "decision.arm_id")
+            self._learn(vector, decision.arm_id, arm_vector, value)
 
     def _learn(self, vector: np.ndarray, arm_id: str, arm_vector: np.ndarray, value: float) -> None:
-        self._removed_features[arm_id] = arm_vector
         x_aug = np.concatenate(([1.0], vector))
         residual = value
         if self.shared:
@@ -407,27 +487,27 @@ class LinUCB:
             slot = self._slot(arm_id)
             stats = self._arm_stats[arm_id]
             stats.add(x_aug, residual)
-            self._stacked_inverse[slot] = stats.inverse
-            self._stacked_weights[slot] = stats.weights
+            self._sync_slot(slot, stats)
 
     def warm_start(self, logged: Iterable[tuple[np.ndarray, str, float]]) -> int:
-        """Learn from logged (context, arm id, reward) triples, e.g. a previous deployment; returns count."""
-        count = 0
+        """Learn from logged (context, arm id, reward) triples, e.g. a previous deployment; returns count.
+
+        Every triple is checked before any is learnt: one bad triple leaves the policy unchanged.
+        """
         with self._lock:
-            space = self._space()
+            checked = []
             for index, (x, arm_id, reward) in enumerate(logged):
                 vector = check_context(x, self.context_dim, owner=f"logged[{index}].x")
-                if arm_id not in space and arm_id not in self._removed_features:
-                    raise ConfigError(
-                        f"logged[{index}].arm_id: unknown {arm_id!r}; add the arm to the arm space first"
-                    )
-                arm_vector = (
-                    space.features((arm_id,))[0] if arm_id in space else self._removed_features[arm_id]
-                )
-                self._learn(vector, arm_id, arm_vector, check_reward(reward))
-                count += 1
+                arm_vector = self._arm_vector(arm_id, f"logged[{index}].arm_id")
+                try:
+                    value = check_reward(reward)
+                except ConfigError as error:
+                    raise ConfigError(f"logged[{index}].{error}") from None
+                checked.append((vector, arm_id, arm_vector, value))
+            for vector, arm_id, arm_vector, value in checked:
+                self._learn(vector, arm_id, arm_vector, value)
             self.refresh()
-        return count
+        return len(checked)
 
     def refresh(self) -> None:
         """Replace every incremental inverse by an exact one."""
@@ -436,9 +516,7 @@ class LinUCB:
                 self._shared_stats.refresh()
             for arm_id, stats in self._arm_stats.items():
                 stats.refresh()
-                slot = self._slot_of[arm_id]
-                self._stacked_inverse[slot] = stats.inverse
-                self._stacked_weights[slot] = stats.weights
+                self._sync_slot(self._slot_of[arm_id], stats)
 
     # ------------------------------------------------------------------ persistence
 
@@ -454,7 +532,7 @@ class LinUCB:
                 "projection": self._projection.copy(),
                 "shared": self._shared_stats.state() if self.shared else None,
                 "per_arm": {arm_id: stats.state() for arm_id, stats in self._arm_stats.items()},
-                "arm_features": {arm_id: vec.copy() for arm_id, vec in self._removed_features.items()},
+                "arm_features": {arm_id: vec.copy() for arm_id, vec in self._known_features.items()},
                 "rng": self._rng.bit_generator.state,
             }
 
@@ -462,68 +540,90 @@ class LinUCB:
         """Restore learnt state into the bound arm space; returns the arm ids whose state was dropped.
 
         Per-arm state of arms no longer in the space is kept (an arm may return) but reported.
+        A state that does not parse raises `StateError` and leaves this policy unchanged.
         """
         with self._lock:
             self._space()
-            if state.get("kind") != self.name:
+            try:
+                return self._load(state)
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
+                if isinstance(error, StateError):
+                    raise
                 raise StateError(
-                    f"policy.kind: state is for {state.get('kind')!r}, this policy is {self.name!r}"
-                )
-            if int(state.get("context_dim", -1)) != self.context_dim:
-                raise StateError(
-                    f"policy.context_dim: state has {state.get('context_dim')}, the featurizer gives "
-                    f"{self.context_dim}; use the featurizer the state was learnt with"
-                )
-            if list(state.get("arm_feature_names", [])) != list(ARM_FEATURE_NAMES):
-                raise StateError(
-                    "policy.arm_feature_names: the arm feature layout changed; the state cannot be reused"
-                )
-            projection = np.asarray(state["projection"], dtype=np.float64)
-            if projection.shape != self._projection.shape:
-                raise StateError(
-                    "policy.projection: shape differs; shared_context_dim changed since the save"
-                )
-            fresh = LinUCB(
-                **{
-                    **self.config(),
-                    **{k: v for k, v in state.get("config", {}).items() if k in self.config()},
-                }
+                    f"policy: malformed state ({type(error).__name__}: {error}); "
+                    "the file was edited or corrupt"
+                ) from None
+
+    def _load(self, state: Mapping[str, Any]) -> list[str]:
+        if state.get("kind") != self.name:
+            raise StateError(f"policy.kind: state is for {state.get('kind')!r}, this policy is {self.name!r}")
+        if int(state.get("context_dim", -1)) != self.context_dim:
+            raise StateError(
+                f"policy.context_dim: state has {state.get('context_dim')}, the featurizer gives "
+                f"{self.context_dim}; use the featurizer the state was learnt with"
             )
-            fresh.bind(self._space(), self.context_dim)
-            fresh._projection = projection
-            if self.shared and state.get("shared") is not None:
-                fresh._shared_stats.load(state["shared"], "policy.shared")
-            for arm_id, arm_state in dict(state.get("per_arm", {})).items():
-                fresh._slot(arm_id)
-                fresh._arm_stats[arm_id].load(arm_state, f"policy.per_arm[{arm_id!r}]")
-                slot = fresh._slot_of[arm_id]
-                fresh._stacked_inverse[slot] = fresh._arm_stats[arm_id].inverse
-                fresh._stacked_weights[slot] = fresh._arm_stats[arm_id].weights
-            for arm_id, vec in dict(state.get("arm_features", {})).items():
-                fresh._removed_features[arm_id] = np.asarray(vec, dtype=np.float64)
-            if isinstance(state.get("rng"), Mapping):
-                fresh._rng.bit_generator.state = dict(state["rng"])
-            # Adopt the restored state only once everything parsed: a bad file changes nothing.
-            for key in (
-                "alpha",
-                "ridge",
-                "forgetting",
-                "shared",
-                "per_arm",
-                "shared_context_dim",
-                "refresh_every",
-                "seed",
-            ):
-                setattr(self, key, getattr(fresh, key))
-            self._projection = fresh._projection
-            self._shared_dim = fresh._shared_dim
-            self._shared_stats = fresh._shared_stats
-            self._arm_stats = fresh._arm_stats
-            self._slot_of = fresh._slot_of
-            self._slot_cache = {}
-            self._stacked_inverse = fresh._stacked_inverse
-            self._stacked_weights = fresh._stacked_weights
-            self.__dict__["_features_of_known_arms"] = fresh._removed_features
-            self._rng = fresh._rng
-            space_ids = set(self._space().ids)
-            return sorted(arm_id for arm_id in self._arm_stats if arm_id not in space_ids)
+        if list(state.get("arm_feature_names", [])) != list(ARM_FEATURE_NAMES):
+            raise StateError(
+                "policy.arm_feature_names: the arm feature layout changed; the state cannot be reused"
+            )
+        projection = np.asarray(state["projection"], dtype=np.float64)
+        if projection.shape != self._projection.shape or not np.isfinite(projection).all():
+            raise StateError("policy.projection: shape differs; shared_context_dim changed since the save")
+        fresh = LinUCB(
+            **{
+                **self.config(),
+                **{k: v for k, v in dict(state.get("config", {})).items() if k in self.config()},
+            }
+        )
+        fresh.bind(self._space(), self.context_dim)
+        fresh._projection = projection
+        if self.shared and state.get("shared") is not None:
+            fresh._shared_stats.load(state["shared"], "policy.shared")
+        for arm_id, arm_state in dict(state.get("per_arm", {})).items():
+            slot = fresh._slot(str(arm_id))
+            stats = fresh._arm_stats[str(arm_id)]
+            stats.load(arm_state, f"policy.per_arm[{arm_id!r}]")
+            fresh._sync_slot(slot, stats)
+        for arm_id, vec in dict(state.get("arm_features", {})).items():
+            array = np.asarray(vec, dtype=np.float64)
+            if array.shape != (ARM_FEATURE_DIM,) or not np.isfinite(array).all():
+                raise StateError(f"policy.arm_features[{arm_id!r}]: expected {ARM_FEATURE_DIM} finite values")
+            fresh._known_features[str(arm_id)] = array
+        if isinstance(state.get("rng"), Mapping):
+            fresh._rng.bit_generator.state = dict(state["rng"])
+        # Adopt the restored state only once everything parsed: a bad file changes nothing.
+        for key in (
+            "alpha",
+            "ridge",
+            "forgetting",
+            "shared",
+            "per_arm",
+            "shared_context_dim",
+            "refresh_every",
+            "seed",
+        ):
+            setattr(self, key, getattr(fresh, key))
+        for key in (
+            "_projection",
+            "_shared_dim",
+            "_shared_stats",
+            "_arm_stats",
+            "_slot_of",
+            "_packed_inverse",
+            "_stacked_weights",
+            "_known_features",
+            "_rng",
+        ):
+            setattr(self, key, getattr(fresh, key))
+        self._views = {}
+        self._features_version = -1  # arms in the space take their current features again
+        space_ids = set(self._space().ids)
+        return sorted(arm_id for arm_id in self._arm_stats if arm_id not in space_ids)
+
+
+@dataclass(frozen=True)
+class _CandidateView:
+    ids: tuple[str, ...]
+    features: np.ndarray
+    slots: np.ndarray
+    in_slot_order: bool
