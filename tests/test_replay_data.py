@@ -162,7 +162,7 @@ def test_majority_vote_arms_use_the_live_vote_and_pay_for_every_sample(tmp_path:
     # q0: 3,2,2 -> "2" correct; q1: 4,4,7 -> "4" correct; q2 has one sample: missing.
     assert outcomes.quality[:2, vote3].tolist() == [1.0, 1.0]
     assert outcomes.cost_usd[0, vote3] == pytest.approx(0.006)
-    assert outcomes.samples_used[:2, vote3].tolist() == [3.0, 3.0]
+    assert outcomes.calls[:2, vote3].tolist() == [3.0, 3.0]
     assert not outcomes.available[2, vote3]
     # n=5: q0 -> "2" (three votes) correct; q1 -> "7" (three votes) wrong.
     assert outcomes.quality[:2, vote5].tolist() == [1.0, 0.0]
@@ -175,12 +175,12 @@ def test_early_stop_vote_pays_only_for_the_samples_it_drew(tmp_path: Path) -> No
     early3 = outcomes.arm_index("small:cot|majority_vote(n=3,early_stop)")
     # Wave size for n=3 is 2. q0: 3,2 tie -> draw the third: "2" wins, 3 samples.
     # q1: 4,4 after two samples with one left: 2 > 0 + 1, safe -> stop at 2 samples.
-    assert outcomes.samples_used[:2, early3].tolist() == [3.0, 2.0]
+    assert outcomes.calls[:2, early3].tolist() == [3.0, 2.0]
     assert outcomes.cost_usd[:2, early3].tolist() == pytest.approx([0.006, 0.002])
     assert outcomes.quality[:2, early3].tolist() == [1.0, 1.0]
     early5 = outcomes.arm_index("small:cot|majority_vote(n=5,early_stop)")
     # Wave size for n=5 is 2. q1: 4,4 (3 left, not safe), 4,4,7,7 (1 left, not safe), all 5 -> "7".
-    assert outcomes.samples_used[1, early5] == 5.0
+    assert outcomes.calls[1, early5] == 5.0
     assert outcomes.quality[1, early5] == 0.0
 
 
@@ -189,6 +189,8 @@ def test_composite_methods_are_recorded_arms_and_no_best_of_n_is_invented(tmp_pa
     reflexion = outcomes.arm_index("big:reflexion|reflection(rounds=1)")
     assert outcomes.arms[reflexion].kind == "composite"
     assert outcomes.cost_usd[2, reflexion] == 0.5
+    # Its calls are its strategy's expected calls (1 draft + critique and revision), for the cost model.
+    assert outcomes.calls[2, reflexion] == 3.0
     assert not any(arm.strategy.kind == "best_of_n" for arm in outcomes.arms)
     assert any("no BestOfN" in note for note in outcomes.notes)
     # Without early stopping only plain votes are built.

@@ -88,7 +88,7 @@ class RecordedArm:
 
 @dataclass(frozen=True, eq=False)
 class ArmOutcomes:
-    """Per question x arm: quality, cost, tokens and samples used; NaN / False where the arm is missing."""
+    """Per question x arm: quality, cost, tokens and model calls; NaN where the arm is missing."""
 
     dataset: str
     arms: tuple[RecordedArm, ...]
@@ -99,7 +99,9 @@ class ArmOutcomes:
     cost_usd: np.ndarray  # (n_questions, n_arms) float64, NaN when missing
     input_tokens: np.ndarray  # (n_questions, n_arms) float64, NaN when missing
     output_tokens: np.ndarray  # (n_questions, n_arms) float64, NaN when missing
-    samples_used: np.ndarray  # (n_questions, n_arms) float64, NaN when missing
+    # (n_questions, n_arms) float64, NaN when missing: samples drawn; for a composite, its strategy's
+    # expected calls (the recorded procedure's own count is not in the table).
+    calls: np.ndarray
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -197,7 +199,7 @@ class ArmOutcomes:
             cost_usd=take(self.cost_usd),
             input_tokens=take(self.input_tokens),
             output_tokens=take(self.output_tokens),
-            samples_used=take(self.samples_used),
+            calls=take(self.calls),
             notes=self.notes,
         )
 
@@ -249,7 +251,7 @@ def build_recorded_arms(
         composite = generator.method in composites
         strategy: Strategy = composites[generator.method] if composite else Single()
         arms.append(RecordedArm(generator, strategy, composite=composite))
-        columns.append(_single_column(table, first, has_first))
+        columns.append(_single_column(table, first, has_first, strategy.expected_calls))
         if composite:
             continue
         answers_present = bool(np.any(table.row_answer[table.generator_rows(g_index)] != ""))
@@ -281,7 +283,7 @@ def build_recorded_arms(
         cost_usd=stacked[1],
         input_tokens=stacked[2],
         output_tokens=stacked[3],
-        samples_used=stacked[4],
+        calls=stacked[4],
         notes=tuple(notes),
     )
 
@@ -290,14 +292,16 @@ def _empty_column(n_questions: int) -> tuple[np.ndarray, ...]:
     return tuple(np.full(n_questions, np.nan) for _ in range(5))
 
 
-def _single_column(table: OutcomeTable, first: np.ndarray, has_first: np.ndarray) -> tuple[np.ndarray, ...]:
+def _single_column(
+    table: OutcomeTable, first: np.ndarray, has_first: np.ndarray, calls: float
+) -> tuple[np.ndarray, ...]:
     quality, cost, input_tokens, output_tokens, used = _empty_column(table.n_questions)
     rows = first[has_first]
     quality[has_first] = table.row_correct[rows]
     cost[has_first] = table.row_cost_usd[rows]
     input_tokens[has_first] = table.row_input_tokens[rows]
     output_tokens[has_first] = table.row_output_tokens[rows]
-    used[has_first] = 1.0
+    used[has_first] = calls
     return quality, cost, input_tokens, output_tokens, used
 
 

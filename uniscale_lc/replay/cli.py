@@ -1,0 +1,145 @@
+"""`uniscale-lc replay DATA_DIR ...`: replay a recorded outcome table and print / save the report.
+
+The main CLI wires this in with `add_subparser(subparsers)`; `run(args)` returns the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import UniScaleError
+from .report import format_table, replay_dataset
+from .runner import DEFAULT_COST_WEIGHT, DRIFT_SCENARIOS, ReplayConfig
+
+__all__ = ["add_subparser", "build_parser", "config_from_args", "run"]
+
+
+def add_subparser(subparsers: Any) -> None:
+    """Register `replay` on the main CLI's subparsers (argparse `add_subparsers()` result)."""
+    parser = subparsers.add_parser(
+        "replay",
+        help="replay recorded outcomes: learners vs baselines, frontiers, AIQ",
+        description=(
+            "Prequential bandit-feedback replay of a recorded outcome table (see docs/replay.md). "
+            "Prints a table of every learner and baseline; --json writes the full report."
+        ),
+    )
+    _add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A standalone parser (`python -m uniscale_lc.replay.cli`)."""
+    parser = argparse.ArgumentParser(
+        prog="uniscale-lc replay", description="Replay a recorded outcome table."
+    )
+    _add_arguments(parser)
+    return parser
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data_dir", metavar="DATA_DIR", type=Path, help="an outcome-table directory")
+    parser.add_argument(
+        "--arms",
+        metavar="SPEC",
+        default=None,
+        help="arms to keep: comma-separated globs over arm ids or kind:single|majority_vote|composite",
+    )
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument(
+        "--cost-weight",
+        metavar="X",
+        type=float,
+        default=None,
+        help=f"replay at this one cost weight only (default: the sweep, headline {DEFAULT_COST_WEIGHT})",
+    )
+    weights.add_argument("--sweep", action="store_true", help="sweep the default cost weights (the default)")
+    parser.add_argument(
+        "--seeds", metavar="N", type=int, default=5, help="question orders to average (default 5)"
+    )
+    parser.add_argument(
+        "--drift",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help=f"drift scenario(s): {', '.join(DRIFT_SCENARIOS)} or all; repeat or comma-separate",
+    )
+    parser.add_argument("--json", metavar="OUT", type=Path, default=None, help="write the JSON report here")
+    parser.add_argument(
+        "--plot", metavar="OUT.png", type=Path, default=None, help="write the frontier plot here"
+    )
+    parser.add_argument(
+        "--max-questions", metavar="N", type=int, default=None, help="replay a seeded subset of N questions"
+    )
+    parser.add_argument(
+        "--min-coverage",
+        metavar="F",
+        type=float,
+        default=0.9,
+        help="drop arms recorded for fewer than this fraction of questions (default 0.9)",
+    )
+    parser.add_argument(
+        "--workers", metavar="N", type=int, default=0, help="processes (default: one per core)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> ReplayConfig:
+    """The replay configuration an argument namespace asks for."""
+    drift: list[str] = []
+    for value in args.drift:
+        for name in value.split(","):
+            name = name.strip()
+            if name == "all":
+                drift.extend(DRIFT_SCENARIOS)
+            elif name:
+                drift.append(name)
+    changes: dict[str, Any] = {
+        "seeds": args.seeds,
+        "arms": args.arms,
+        "drift": tuple(dict.fromkeys(drift)),
+        "max_questions": args.max_questions,
+        "min_coverage": args.min_coverage,
+        "workers": args.workers,
+    }
+    if args.cost_weight is not None:
+        changes["cost_weight"] = args.cost_weight
+        changes["cost_weights"] = (args.cost_weight,)
+    return ReplayConfig(**changes)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a replay from parsed arguments; 0 on success, 2 on a configuration or data error."""
+    try:
+        config = config_from_args(args)
+        report = replay_dataset(args.data_dir, config, progress=not args.no_progress and sys.stderr.isatty())
+    except (UniScaleError, ValueError) as error:
+        print(f"uniscale-lc replay: {error}", file=sys.stderr)
+        return 2
+    print(format_table(report))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        print(f"report written to {args.json}")
+    if args.plot is not None:
+        try:
+            from .plots import plot_frontiers
+
+            plot_frontiers(report, args.plot)
+        except UniScaleError as error:
+            print(f"uniscale-lc replay: {error}", file=sys.stderr)
+            return 2
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

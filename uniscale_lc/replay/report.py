@@ -1,0 +1,425 @@
+"""Turn replay runs into the JSON report: frontiers, AIQ, cost at 95 % of the best arm, regret, curves.
+
+The report is plain JSON-ready data (see docs/replay.md for every field). Hindsight comparators
+(`best_fixed_arm`, `oracle`) are computed exactly from the arm matrix; learners are averaged over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .metrics import (
+    aiq,
+    apgr,
+    best_fixed_arm,
+    cost_at_fraction_of_best,
+    cpt,
+    cumulative_regret,
+    learning_curve,
+)
+from .runner import (
+    ReplayConfig,
+    ReplayEnvironment,
+    RunTrace,
+    hindsight_choice,
+    run_drift,
+    run_sweep,
+)
+
+__all__ = ["POLICY_KEYS", "build_report", "format_table", "replay_dataset", "two_model_summary"]
+
+POLICY_KEYS: tuple[str, ...] = (
+    "uniscale",
+    "routing_only",
+    "tts_only",
+    "random",
+    "epsilon_greedy",
+    "best_fixed_arm",
+    "oracle",
+)
+REPORT_VERSION = 1
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    array = np.asarray(values, dtype=np.float64)
+    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else 0.0
+
+
+def _round(value: float | None, digits: int = 6) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(f"{value:.{digits}g}")
+
+
+def _reward_matrix(env: ReplayEnvironment, cost_weight: float) -> np.ndarray:
+    """Every arm's reward on every question, with the replay's per-question reference cost."""
+    reference = np.where(env.reference_cost > 0, env.reference_cost, 1.0)[:, None]
+    return env.outcomes.quality - cost_weight * env.outcomes.cost_usd / reference
+
+
+def _hindsight_frontier(
+    env: ReplayEnvironment, weights: Sequence[float], per_question: bool
+) -> list[dict[str, Any]]:
+    rows = np.arange(env.n_questions)
+    frontier = []
+    for weight in weights:
+        choice = hindsight_choice(env, weight, per_question)
+        if per_question:
+            quality = env.outcomes.quality[rows, choice]
+            cost = env.outcomes.cost_usd[rows, choice]
+            reward = _reward_matrix(env, weight)[rows, choice]
+            arm = None
+        else:
+            quality = env.outcomes.quality[:, choice[0]]
+            cost = env.outcomes.cost_usd[:, choice[0]]
+            reward = _reward_matrix(env, weight)[:, choice[0]]
+            arm = env.outcomes.arm_ids[int(choice[0])]
+        point: dict[str, Any] = {
+            "cost_weight": weight,
+            "accuracy": float(quality.mean()),
+            "cost_usd_per_query": float(cost.mean()),
+            "reward": float(reward.mean()),
+        }
+        if arm is not None:
+            point["arm"] = arm
+        frontier.append(point)
+    return frontier
+
+
+def _learner_frontier(traces: dict[tuple[str, int, float], RunTrace], learner: str, config: ReplayConfig):
+    frontier = []
+    for weight in config.cost_weights:
+        runs = [traces[(learner, seed, weight)] for seed in range(config.seeds)]
+        accuracy, accuracy_std = _mean_std([run.accuracy for run in runs])
+        cost, cost_std = _mean_std([run.cost_usd_per_query for run in runs])
+        reward, reward_std = _mean_std([float(run.reward.mean()) for run in runs])
+        frontier.append(
+            {
+                "cost_weight": weight,
+                "accuracy": accuracy,
+                "accuracy_std": accuracy_std,
+                "cost_usd_per_query": cost,
+                "cost_usd_per_query_std": cost_std,
+                "reward": reward,
+                "reward_std": reward_std,
+            }
+        )
+    return frontier
+
+
+def _at(frontier: list[dict[str, Any]], weight: float) -> dict[str, Any]:
+    return next(point for point in frontier if point["cost_weight"] == weight)
+
+
+def build_report(
+    env: ReplayEnvironment,
+    config: ReplayConfig,
+    traces: dict[tuple[str, int, float], RunTrace],
+    drift: dict[str, Any] | None = None,
+    elapsed_s: float | None = None,
+) -> dict[str, Any]:
+    """Assemble the JSON report from sweep traces (see docs/replay.md for the format)."""
+    outcomes = env.outcomes
+    mean_quality = outcomes.mean_quality()
+    mean_cost = outcomes.mean_cost_usd()
+    best_index = best_fixed_arm(mean_quality, mean_cost)
+    best_accuracy, best_cost = float(mean_quality[best_index]), float(mean_cost[best_index])
+    weight = config.cost_weight
+
+    frontiers: dict[str, list[dict[str, Any]]] = {}
+    for learner in config.learners:
+        frontiers[learner] = _learner_frontier(traces, learner, config)
+    frontiers["best_fixed_arm"] = _hindsight_frontier(env, config.cost_weights, per_question=False)
+    frontiers["oracle"] = _hindsight_frontier(env, config.cost_weights, per_question=True)
+
+    # One cost range for every policy of this dataset, so their AIQs compare (RouterBench).
+    # Per-seed points are included because each seed's AIQ is computed too (for its spread).
+    all_costs = [point["cost_usd_per_query"] for frontier in frontiers.values() for point in frontier]
+    all_costs += [trace.cost_usd_per_query for trace in traces.values()]
+    cost_range = (min(all_costs), max(all_costs))
+
+    def frontier_aiq(frontier: list[dict[str, Any]]) -> float:
+        return aiq([p["cost_usd_per_query"] for p in frontier], [p["accuracy"] for p in frontier], cost_range)
+
+    def frontier_cost_at_95(frontier: list[dict[str, Any]]) -> float | None:
+        return cost_at_fraction_of_best(
+            [p["cost_usd_per_query"] for p in frontier],
+            [p["accuracy"] for p in frontier],
+            best_cost,
+            best_accuracy,
+        )
+
+    reward_matrix = _reward_matrix(env, weight)
+    window = max(20, env.n_questions // 20)
+    policies: dict[str, Any] = {}
+    for key, frontier in frontiers.items():
+        headline = _at(frontier, weight)
+        entry: dict[str, Any] = {
+            "aiq": frontier_aiq(frontier),
+            "cost_at_95pct_best": frontier_cost_at_95(frontier),
+            "accuracy": headline["accuracy"],
+            "cost_usd_per_query": headline["cost_usd_per_query"],
+            "reward": headline["reward"],
+            "frontier": frontier,
+        }
+        if key in config.learners:
+            entry["n_arms"] = len(env.learner_columns(key))
+            entry["accuracy_std"] = headline["accuracy_std"]
+            entry["cost_usd_per_query_std"] = headline["cost_usd_per_query_std"]
+            per_seed_aiq = []
+            regrets, curves, accuracy_curves, regret_curves = [], [], [], []
+            for seed in range(config.seeds):
+                seed_points = [traces[(key, seed, w)] for w in config.cost_weights]
+                per_seed_aiq.append(
+                    aiq(
+                        [t.cost_usd_per_query for t in seed_points],
+                        [t.accuracy for t in seed_points],
+                        cost_range,
+                    )
+                )
+                trace = traces[(key, seed, weight)]
+                regret, _ = cumulative_regret(trace.reward, reward_matrix[trace.order])
+                regrets.append(float(regret[-1]))
+                steps, reward_curve = learning_curve(trace.reward, window, config.curve_points)
+                _, accuracy_curve = learning_curve(trace.quality, window, config.curve_points)
+                curves.append(reward_curve)
+                accuracy_curves.append(accuracy_curve)
+                regret_curves.append(regret[steps - 1])
+            entry["aiq_std"] = _mean_std(per_seed_aiq)[1]
+            entry["cumulative_regret"], entry["cumulative_regret_std"] = _mean_std(regrets)
+            entry["learning_curve"] = {
+                "window": window,
+                "step": steps.tolist(),
+                "reward": np.mean(curves, axis=0).tolist(),
+                "accuracy": np.mean(accuracy_curves, axis=0).tolist(),
+                "cumulative_regret": np.mean(regret_curves, axis=0).tolist(),
+            }
+            if key == "tts_only":
+                entry["model"] = env.tts_model()
+        elif key == "best_fixed_arm":
+            entry["arm"] = headline["arm"]
+        policies[key] = entry
+
+    report: dict[str, Any] = {
+        "version": REPORT_VERSION,
+        "dataset": env.name,
+        "n_questions": env.n_questions,
+        "n_arms": len(outcomes.arms),
+        "settings": {
+            "seeds": config.seeds,
+            "cost_weights": list(config.cost_weights),
+            "cost_weight": weight,
+            "learners": list(config.learners),
+            "arms": config.arms,
+            "min_coverage": config.min_coverage,
+            "vote_ladder": list(config.vote_ladder),
+            "max_questions": config.max_questions,
+            "linucb_alpha": config.linucb_alpha,
+            "epsilon": config.epsilon,
+            "featurizer": env.featurizer_config,
+        },
+        "best_arm_by_accuracy": {
+            "arm": outcomes.arm_ids[best_index],
+            "accuracy": best_accuracy,
+            "cost_usd_per_query": best_cost,
+        },
+        "aiq_cost_range": list(cost_range),
+        "policies": policies,
+        "fixed_arms": [
+            {
+                "arm": arm.arm_id,
+                "kind": arm.kind,
+                "accuracy": float(mean_quality[index]),
+                "cost_usd_per_query": float(mean_cost[index]),
+            }
+            for index, arm in enumerate(outcomes.arms)
+        ],
+        "notes": list(outcomes.notes),
+    }
+    two_model = two_model_summary(env, config, traces)
+    if two_model is not None:
+        report["two_model"] = two_model
+    if drift:
+        report["drift"] = drift
+    if elapsed_s is not None:
+        report["elapsed_s"] = elapsed_s
+    return report
+
+
+def two_model_summary(
+    env: ReplayEnvironment, config: ReplayConfig, traces: dict[tuple[str, int, float], RunTrace]
+) -> dict[str, Any] | None:
+    """RouteLLM's metrics when the arm set is two single models: APGR, CPT(50 %), CPT(80 %) per learner.
+
+    The strong arm is the more accurate one. Also the cost reduction at 95 % of the strong arm's accuracy,
+    by strong-model calls (RouteLLM's measure) and by dollars, against always calling the strong arm.
+    """
+    outcomes = env.outcomes
+    if len(outcomes.arms) != 2 or any(arm.kind != "single" for arm in outcomes.arms):
+        return None
+    quality, cost = outcomes.mean_quality(), outcomes.mean_cost_usd()
+    strong = int(np.argmax(quality))
+    weak = 1 - strong
+    strong_accuracy, weak_accuracy = float(quality[strong]), float(quality[weak])
+    if strong_accuracy == weak_accuracy or cost[strong] <= cost[weak]:
+        return None  # RouteLLM's setting is a dearer strong model; otherwise always-strong dominates
+    target_gap = (0.95 * strong_accuracy - weak_accuracy) / (strong_accuracy - weak_accuracy)
+    learners: dict[str, Any] = {}
+    for learner in config.learners:
+        pct, accuracy, spend = [], [], []
+        for weight in config.cost_weights:
+            runs = [traces[(learner, seed, weight)] for seed in range(config.seeds)]
+            pct.append(float(np.mean([(run.arm == strong).mean() * 100.0 for run in runs])))
+            accuracy.append(float(np.mean([run.accuracy for run in runs])))
+            spend.append(float(np.mean([run.cost_usd_per_query for run in runs])))
+        calls_at_95 = (
+            cpt(pct, accuracy, weak_accuracy, strong_accuracy, target_gap) if target_gap > 0 else 0.0
+        )
+        cost_fraction = cost_at_fraction_of_best(spend, accuracy, float(cost[strong]), strong_accuracy)
+        learners[learner] = {
+            "apgr": apgr(pct, accuracy, weak_accuracy, strong_accuracy),
+            "cpt50_pct": cpt(pct, accuracy, weak_accuracy, strong_accuracy, 0.5),
+            "cpt80_pct": cpt(pct, accuracy, weak_accuracy, strong_accuracy, 0.8),
+            "strong_calls_pct_at_95pct_strong": calls_at_95,
+            "call_reduction_at_95pct_strong": None if calls_at_95 is None else 1.0 - calls_at_95 / 100.0,
+            "cost_reduction_at_95pct_strong": None if cost_fraction is None else 1.0 - cost_fraction,
+            "sweep": [
+                {"cost_weight": w, "strong_calls_pct": p, "accuracy": a, "cost_usd_per_query": c}
+                for w, p, a, c in zip(config.cost_weights, pct, accuracy, spend, strict=True)
+            ],
+        }
+    return {
+        "strong_arm": outcomes.arm_ids[strong],
+        "weak_arm": outcomes.arm_ids[weak],
+        "strong_accuracy": strong_accuracy,
+        "weak_accuracy": weak_accuracy,
+        "strong_cost_usd_per_query": float(cost[strong]),
+        "weak_cost_usd_per_query": float(cost[weak]),
+        "gap_recovered_at_95pct_strong": target_gap,
+        "learners": learners,
+    }
+
+
+def replay_dataset(
+    data_dir: str | Path,
+    config: ReplayConfig | None = None,
+    *,
+    progress: bool = False,
+    env: ReplayEnvironment | None = None,
+) -> dict[str, Any]:
+    """Load a dataset, run every learner over seeds x cost weights (and drift if asked), return the report."""
+    config = config or ReplayConfig()
+    started = time.perf_counter()
+    env = env or ReplayEnvironment.from_directory(data_dir, config)
+    drift_jobs = [(scenario, seed) for scenario in config.drift for seed in range(config.seeds)]
+    total = len(config.learners) * config.seeds * len(config.cost_weights) + len(drift_jobs)
+    bar = _progress_bar(total, env.name) if progress else None
+    update: Callable[[int], None] | None = bar.update if bar is not None else None
+    try:
+        traces = run_sweep(env, config, update)
+        drift = _run_drift_scenarios(env, config, drift_jobs, update) if drift_jobs else None
+    finally:
+        if bar is not None:
+            bar.close()
+    return build_report(env, config, traces, drift, elapsed_s=time.perf_counter() - started)
+
+
+def _progress_bar(total: int, name: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"replay {name}", unit="run", leave=False)
+
+
+def _run_drift_scenarios(
+    env: ReplayEnvironment,
+    config: ReplayConfig,
+    jobs: list[tuple[str, int]],
+    update: Callable[[int], None] | None,
+) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for scenario in config.drift:
+        if scenario == "task_blocks" and len(set(env.outcomes.tasks)) < 2:
+            results[scenario] = {"skipped": "the dataset has a single task, so there are no task blocks"}
+            if update:
+                update(config.seeds)
+            continue
+        per_seed = []
+        for seed in range(config.seeds):
+            try:
+                per_seed.append(run_drift(env, scenario, seed, config))
+            except Exception as error:  # a scenario that cannot apply (one model) is reported, not fatal
+                results[scenario] = {"skipped": str(error)}
+                break
+            finally:
+                if update:
+                    update(1)
+        if scenario in results:
+            continue
+        flat = [change for seed_changes in per_seed for change in seed_changes]
+        keys = ("continuing_reward", "restarted_reward", "continuing_accuracy", "restarted_accuracy")
+        summary = {key: _mean_std([change[key] for change in flat]) for key in keys}
+        results[scenario] = {
+            "learner": "uniscale",
+            "cost_weight": config.cost_weight,
+            "window": config.drift_window,
+            "changes_per_seed": len(per_seed[0]) if per_seed else 0,
+            "mean": {key: value[0] for key, value in summary.items()},
+            "std": {key: value[1] for key, value in summary.items()},
+            "advantage_of_continuing": float(
+                np.mean([c["continuing_reward"] - c["restarted_reward"] for c in flat])
+            )
+            if flat
+            else None,
+            "changes": per_seed[0] if len(per_seed[0]) <= 12 else per_seed[0][:12],
+        }
+    return results
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A fixed-width table of the policies for the terminal."""
+    lines = [
+        f"dataset {report['dataset']}: {report['n_questions']} questions, {report['n_arms']} arms, "
+        f"cost weight {report['settings']['cost_weight']}, {report['settings']['seeds']} seed(s)",
+        f"best arm by accuracy: {report['best_arm_by_accuracy']['arm']} "
+        f"({report['best_arm_by_accuracy']['accuracy']:.4f} at ${report['best_arm_by_accuracy']['cost_usd_per_query']:.6f}/query)",
+        f"{'policy':<16}{'AIQ':>8}{'accuracy':>10}{'$/query':>12}{'reward':>9}{'cost@95%best':>14}",
+    ]
+    for key in POLICY_KEYS:
+        entry = report["policies"].get(key)
+        if entry is None:
+            continue
+        reach = entry["cost_at_95pct_best"]
+        lines.append(
+            f"{key:<16}{entry['aiq']:>8.4f}{entry['accuracy']:>10.4f}{entry['cost_usd_per_query']:>12.6f}"
+            f"{entry['reward']:>9.4f}{('not reached' if reach is None else f'{reach:.3f}'):>14}"
+        )
+    two_model = report.get("two_model")
+    if two_model:
+        lines.append(f"two models: strong {two_model['strong_arm']}, weak {two_model['weak_arm']}")
+        for learner, values in two_model["learners"].items():
+            cpt50, cpt80 = values["cpt50_pct"], values["cpt80_pct"]
+            reduction = values["cost_reduction_at_95pct_strong"]
+            lines.append(
+                f"  {learner:<16} APGR {values['apgr']:.3f}  CPT(50%) {_pct(cpt50)}  CPT(80%) {_pct(cpt80)}  "
+                f"cost reduction at 95% strong: {'not reached' if reduction is None else f'{reduction:.1%}'}"
+            )
+    for scenario, values in (report.get("drift") or {}).items():
+        if "skipped" in values:
+            lines.append(f"drift {scenario}: skipped ({values['skipped']})")
+            continue
+        mean = values["mean"]
+        lines.append(
+            f"drift {scenario}: reward in {values['window']} steps after a change: continuing "
+            f"{mean['continuing_reward']:.4f} vs restarted {mean['restarted_reward']:.4f}"
+        )
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}%"
