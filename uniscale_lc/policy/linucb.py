@@ -147,12 +147,16 @@ class RidgeStats:
         self.weights = self._inverse @ self.target
 
     def state(self) -> dict[str, Any]:
+        # The inverse is saved unscaled with its pending forgetting scale (true inverse =
+        # inverse * inverse_scale), and with the refresh phase, so a loaded policy continues bit for bit.
         return {
             "gram": self.gram.copy(),
-            "inverse": self.inverse.copy(),
+            "inverse": self._inverse.copy(),
+            "inverse_scale": self._scale,
             "target": self.target.copy(),
             "weights": self.weights.copy(),
             "updates": self.updates,
+            "since_refresh": self._since_refresh,
         }
 
     def load(self, state: Mapping[str, Any], owner: str) -> None:
@@ -174,15 +178,21 @@ class RidgeStats:
             arrays[key] = array
         try:
             updates = int(state.get("updates", 0))
+            since_refresh = int(state.get("since_refresh", 0))
+            scale = float(state.get("inverse_scale", 1.0))
         except (TypeError, ValueError):
-            raise StateError(f"{owner}.updates: not an integer; the state file is corrupt") from None
+            raise StateError(f"{owner}: updates, since_refresh or inverse_scale is not a number") from None
+        if not (math.isfinite(scale) and 1.0 <= scale <= 1e6) or updates < 0 or since_refresh < 0:
+            raise StateError(
+                f"{owner}: inverse_scale, updates or since_refresh out of range; the file is corrupt"
+            )
         self._gram, self._inverse, self.target = arrays["gram"], arrays["inverse"], arrays["target"]
-        self._scale = 1.0
+        self._scale = scale
         self._pending = 0
-        self._since_refresh = 0
+        self._since_refresh = min(since_refresh, self.refresh_every - 1)
         # Saved weights make a save/load round trip continue bit for bit; recomputing would differ
         # from the incrementally updated weights in the last digits.
-        self.weights = arrays["weights"] if "weights" in arrays else self._inverse @ self.target
+        self.weights = arrays["weights"] if "weights" in arrays else self.inverse @ self.target
         self.updates = updates
 
 
