@@ -328,7 +328,7 @@ def test_arms_added_and_removed_keep_learnt_state():
     def scores() -> dict[str, tuple[float, float]]:
         out = {}
         for x in probe:
-            _, mean, bonus, _ = policy.score(x)
+            ids, mean, bonus, _ = policy.score(x)
             for arm_id, m, b in zip(ids, mean, bonus, strict=True):
                 out.setdefault(arm_id, []).append((m, b))
         return {k: tuple(np.ravel(v)) for k, v in out.items()}
@@ -470,10 +470,10 @@ def test_scores_match_the_textbook_formula(options):
                 phi = np.outer(state["projection"] @ x_aug, space.features((arm_id,))[0]).ravel()
                 shared = state["shared"]
                 expected_mean += shared["weights"] @ phi
-                expected_variance += phi @ shared["inverse"] @ phi
+                expected_variance += phi @ shared["inverse"] @ phi * shared["inverse_scale"]
             if policy.per_arm:
                 own = state["per_arm"][arm_id]
                 expected_mean += own["weights"] @ x_aug
-                expected_variance += x_aug @ own["inverse"] @ x_aug
+                expected_variance += x_aug @ own["inverse"] @ x_aug * own["inverse_scale"]
             assert np.isclose(mean[index], expected_mean, rtol=1e-10, atol=1e-12)
             assert np.isclose(bonus[index], policy.alpha * np.sqrt(expected_variance), rtol=1e-10, atol=1e-12)
