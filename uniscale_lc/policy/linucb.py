@@ -341,7 +341,11 @@ class LinUCB:
             ids = space.ids if arms is None else space.check_ids(arms)
             if self._features_version != version:
                 self._remember_space_features(space)
-            slots = np.fromiter((self._slot(arm_id) for arm_id in ids), dtype=np.intp, count=len(ids))
+            slots = (
+                np.fromiter((self._slot(arm_id) for arm_id in ids), dtype=np.intp, count=len(ids))
+                if self.per_arm
+                else np.zeros(0, dtype=np.intp)  # no per-arm model: no per-arm statistics to allocate
+            )
             in_slot_order = bool(np.array_equal(slots, np.arange(len(ids))))
             view = _CandidateView(ids, space.features(ids), slots, in_slot_order)
             if len(self._views) > 256:
