@@ -19,7 +19,9 @@ class ModelSpec(BaseModel):
     case its cost is latency times that rate.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # hide_input_in_errors: pydantic would otherwise print the bad value, e.g. a key pasted into
+    # api_key_env or passed as an unknown field, into the ValidationError text and logs.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     model: str = Field(
         min_length=1, description="litellm model name, e.g. 'gpt-4o-mini' or 'hosted_vllm/qwen'"
