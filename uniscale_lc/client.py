@@ -64,8 +64,17 @@ _RESERVED_KWARGS = frozenset(
         "n",
     }
 )
-# The wall-clock guard around each call is the spec's timeout plus this, in case litellm overruns its own.
-_TIMEOUT_GUARD_S = 0.5
+
+
+def _guard_s(timeout_s: float) -> float:
+    """Our wall-clock bound on one wait, a safety net behind litellm's own `timeout`.
+
+    Loose on purpose: litellm's first call in a process does seconds of lazy set-up (more for streams) that
+    must not count as the provider timing out.
+    """
+    return 2.0 * timeout_s + 1.0
+
+
 _MAX_DETAIL_CHARS = 600
 
 _litellm_module: ModuleType | None = None
@@ -617,7 +626,7 @@ class ModelClient:
         return kwargs
 
     async def _attempt(self, spec: ModelSpec, target: _Target, kwargs: dict[str, Any]) -> _CallResult:
-        response = await _deadline(_litellm().acompletion(**kwargs), spec.timeout_s + _TIMEOUT_GUARD_S)
+        response = await _deadline(_litellm().acompletion(**kwargs), _guard_s(spec.timeout_s))
         return _parse_response(response, use_litellm_cost=target.use_litellm_cost)
 
     async def _call(
@@ -753,7 +762,8 @@ class ModelClient:
     ) -> AsyncGenerator[StreamDelta, None]:
         """Stream one answer. Retries happen only before the first delta; a failure after it is raised.
 
-        `spec.timeout_s` bounds the wait for the stream to open and for each next chunk. The last delta
+        `spec.timeout_s` bounds the wait for the stream to open and for each next chunk. A stream with no text
+        and no tool call is a malformed response (litellm reports a broken stream that way). The last delta
         carries `usage`; without usage from the server, tokens are estimated as characters / 4.
         """
         target = await self._atarget(spec)
@@ -764,13 +774,14 @@ class ModelClient:
         kwargs["stream"] = True
         kwargs["stream_options"] = {"include_usage": True}
         secrets = [kwargs.get("api_key")]
-        guard = spec.timeout_s + _TIMEOUT_GUARD_S
+        guard = _guard_s(spec.timeout_s)
         attempt = 0
         while True:
             attempt += 1
             failure: _Failure | None = None
             yielded = False
             finished = False
+            held: list[StreamDelta] = []  # finish-only deltas, sent once the stream proved to carry an answer
             usage_tokens: tuple[int, int] | None = None
             output_chars = 0
             limit = self._limit(spec)
@@ -803,17 +814,24 @@ class ModelClient:
                         token_logprobs = _token_logprobs(_get(raw, "logprobs"))
                         if not text and not tool_calls and finish_reason is None and not token_logprobs:
                             continue
-                        output_chars += len(text)
-                        yielded = True
-                        yield StreamDelta(
+                        piece = StreamDelta(
                             text=text,
                             index=int(_get(raw, "index") or 0),
                             finish_reason=finish_reason,
                             tool_calls=tool_calls,
                             logprobs=token_logprobs,
                         )
+                        if not text and not tool_calls:
+                            held.append(piece)
+                            continue
+                        output_chars += len(text)
+                        yielded = True
+                        yield piece
                 if not finished:
                     raise _MalformedResponse("the stream ended without a finish_reason")
+                if not yielded:
+                    # litellm turns an unparseable or choice-less stream into an empty one that ends in "stop".
+                    raise _MalformedResponse("the stream carried no text and no tool call")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -826,6 +844,8 @@ class ModelClient:
                     with contextlib.suppress(Exception):
                         await close()
             if failure is None:
+                for piece in held:
+                    yield piece
                 latency_s = time.perf_counter() - started
                 if usage_tokens is None:
                     prompt_chars = sum(len(str(m.get("content") or "")) for m in messages)
