@@ -18,7 +18,8 @@ _ANSWER_MARKERS = re.compile(
     r"(?:final answer|answer is|answer:|####|therefore,?|so the answer is|result is)", re.IGNORECASE
 )
 _CHOICE_PATTERNS = (
-    re.compile(r"(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-J])\)?(?![A-Za-z])", re.IGNORECASE),
+    # Only the keywords ignore case: a case-blind letter read "the answer is a prime" as choice A.
+    re.compile(r"(?i:answer|option|choice)\s*(?i:is|:)?\s*\(?([A-J])\)?(?![A-Za-z])"),
     re.compile(r"^\s*\(?([A-J])\)?[.):]?\s*$", re.MULTILINE),
     re.compile(r"\(([A-J])\)"),
 )
