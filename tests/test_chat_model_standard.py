@@ -158,3 +158,57 @@ class TestUniScaleChatIntegration(ChatModelIntegrationTests):
     # Left at their defaults (off) because the served models have no such inputs, not because of
     # UniScaleChat: image, audio, video and PDF inputs, Anthropic-format inputs, JSON mode (the loopback
     # server does not implement response_format). VCR tests are off: the server is local and fast.
+
+
+# ----------------------------------------------------------------------------- configuration checks
+
+
+def _spec(name: str = "alpha") -> ModelSpec:
+    return ModelSpec(model=name, api_base="http://127.0.0.1:9/v1", gpu_usd_per_hour=1.0)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({}, r"UniScaleChat\.models: got no models"),
+        ({"models": [_spec()], "strategies": ["single"]}, r"UniScaleChat\.strategies\[0\]: got str"),
+        ({"models": [_spec()], "cost_weight": -1.0}, r"UniScaleChat\.cost_weight: got -1\.0"),
+        ({"models": [_spec()], "cost_weight": 0.5, "budget_usd_per_request": 0.01}, "not both"),
+        ({"models": [_spec()], "max_fallbacks": -1}, r"UniScaleChat\.max_fallbacks"),
+        ({"models": [_spec()], "timeout": 0.0}, r"UniScaleChat\.timeout"),
+        ({"models": [_spec()], "policy": object()}, r"UniScaleChat\.policy: got object without `bind`"),
+        ({"models": [_spec()], "featurizer": "hashing"}, r"UniScaleChat\.featurizer"),
+        ({"models": [_spec()], "api_key": "sk-secret"}, r"api_key_env='OPENAI_API_KEY'"),
+        ({"models": [_spec(), _spec()]}, "duplicate arm id"),
+    ],
+)
+def test_configuration_errors_name_the_field_and_the_fix(params: dict[str, Any], message: str) -> None:
+    from uniscale_lc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message) as caught:
+        UniScaleChat(**params)
+    assert "sk-secret" not in str(caught.value)
+
+
+def test_bind_tools_needs_an_arm_that_takes_tools() -> None:
+    from uniscale_lc.errors import ConfigError
+
+    no_tools = ModelSpec(
+        model="alpha", api_base="http://127.0.0.1:9/v1", gpu_usd_per_hour=1.0, supports_tools=False
+    )
+    chat = UniScaleChat(models=[no_tools, _spec("beta")], strategies=[Single(), MajorityVote(n=3)])
+    bound = chat.bind_tools(
+        [{"type": "function", "function": {"name": "f", "parameters": {}}}], tool_choice="f"
+    )
+    assert bound.kwargs["tool_choice"] == {"type": "function", "function": {"name": "f"}}  # type: ignore[attr-defined]
+    assert chat._candidates(tools=True, model=None) == ("beta|single",)
+    only_votes = UniScaleChat(models=[_spec()], strategies=[MajorityVote(n=3)])
+    with pytest.raises(ConfigError, match="tools need a Single"):
+        only_votes.bind_tools([{"type": "function", "function": {"name": "f", "parameters": {}}}])
+    with pytest.raises(ConfigError, match="not a bound tool"):
+        chat.bind_tools([{"type": "function", "function": {"name": "f", "parameters": {}}}], tool_choice="g")
+
+
+def test_budget_pacer_adapts_the_cost_weight() -> None:
+    chat = UniScaleChat(models=[_spec()], budget_usd_per_request=0.001)
+    assert chat._pacer is not None and chat.stats()["cost_weight"] == chat._pacer.cost_weight

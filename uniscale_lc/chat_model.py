@@ -39,7 +39,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 
 from . import client as client_module
 from .arms import Arm, ArmSpace
@@ -240,7 +240,15 @@ class UniScaleChat(BaseChatModel):
                     f"UniScaleChat.{secret_field}: keys are never held by the chat model; give each "
                     "ModelSpec the NAME of its environment variable, e.g. ModelSpec(..., api_key_env='OPENAI_API_KEY')"
                 )
-        super().__init__(**data)
+        try:
+            super().__init__(**data)
+        except ValidationError as error:
+            # pydantic wraps what model_post_init raises; hand the caller our ConfigError itself.
+            for detail in error.errors():
+                cause = (detail.get("ctx") or {}).get("error")
+                if isinstance(cause, ConfigError):
+                    raise cause from None
+            raise
 
     # ------------------------------------------------------------------ construction
 
