@@ -40,9 +40,19 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
 
 
+def _check_cost_weight(cost_weight: float, owner: str) -> None:
+    if not (math.isfinite(cost_weight) and cost_weight >= 0.0):
+        raise ConfigError(f"{owner}: got {cost_weight!r}; use a finite weight >= 0 (e.g. 0.2)")
+
+
 def cost_penalty(predicted_cost_usd: np.ndarray, cost_weight: float) -> tuple[np.ndarray, float]:
     """(penalty per arm, reference cost): `cost_weight * cost / max cost`; zeros when all are free."""
     costs = np.asarray(predicted_cost_usd, dtype=np.float64)
+    if not (np.isfinite(costs).all() and (costs >= 0).all()):
+        raise ConfigError(
+            "cost_penalty.predicted_cost_usd: got NaN, infinite or negative costs; pass costs >= 0"
+        )
+    _check_cost_weight(cost_weight, "cost_penalty.cost_weight")
     reference = float(costs.max()) if costs.size else 0.0
     if reference <= 0.0 or cost_weight == 0.0:
         return np.zeros_like(costs), max(reference, 0.0)
@@ -53,6 +63,10 @@ def reward_from(quality: float, cost_usd: float, reference_usd: float, cost_weig
     """`quality - cost_weight * cost_usd / reference_usd` (no cost term when the reference is 0)."""
     if not (0.0 <= quality <= 1.0) or not math.isfinite(quality):
         raise ConfigError(f"quality: got {quality!r}; scores must be finite and in [0, 1]")
+    for name, value in (("cost_usd", cost_usd), ("reference_usd", reference_usd)):
+        if not (math.isfinite(value) and value >= 0.0):
+            raise ConfigError(f"reward_from.{name}: got {value!r}; pass a finite cost >= 0")
+    _check_cost_weight(cost_weight, "reward_from.cost_weight")
     if reference_usd <= 0.0:
         return quality
     return quality - cost_weight * cost_usd / reference_usd
@@ -254,9 +268,11 @@ class BudgetPacer:
     """Adapts the cost weight online so that average spend per request tracks a target.
 
     Multiplicative control on an exponential moving average of spend:
-    `weight <- weight * exp(gain * clip((ema - target) / target, -1, 1))`. With the default gain and
-    window, spend settles near the target within a few hundred requests (measured in
-    tests/test_costs.py) and then oscillates around it by the cost gap between neighbouring arms.
+    `weight <- weight * exp(gain * clip((ema - target) / target, -1, 1))`. Measured with the defaults
+    (tests/test_costs.py: six arms costing 0.2 to 25 thousandths of a dollar, noisy qualities, start
+    weight 0.5): spend averaged over blocks of 200 requests is within 10% of the target after 400
+    requests when the right weight is 7x the start (target $0.001), at once when it is 2x below
+    (target $0.008), and the long-run mean is within 1% of the target.
     """
 
     def __init__(
@@ -313,6 +329,12 @@ class BudgetPacer:
         weight = float(state["cost_weight"])
         if not (math.isfinite(weight) and weight > 0):
             raise StateError(f"budget.cost_weight: got {weight!r}; the state file was edited or corrupt")
+        spend_ema = None if state.get("spend_ema") is None else float(state["spend_ema"])
+        if spend_ema is not None and not (math.isfinite(spend_ema) and spend_ema >= 0):
+            raise StateError(f"budget.spend_ema: got {spend_ema!r}; the state file was edited or corrupt")
+        requests = int(state.get("requests", 0))
+        if requests < 0:
+            raise StateError(f"budget.requests: got {requests!r}; the state file was edited or corrupt")
         self.cost_weight = min(self.max_weight, max(self.min_weight, weight))
-        self.spend_ema = None if state.get("spend_ema") is None else float(state["spend_ema"])
-        self.requests = int(state.get("requests", 0))
+        self.spend_ema = spend_ema
+        self.requests = requests
