@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from uniscale_lc.client import ModelClient, RetryPolicy
 from uniscale_lc.demo.pool import DEFAULT_PROFILES, ProblemRegistry, SimulatedPool, worked_solution
 from uniscale_lc.demo.problems import DIFFICULTIES, apply_step, generate_problems
+from uniscale_lc.demo.run import DemoReport, add_subparser, main, run, run_demo
 from uniscale_lc.strategies.aggregate import extract_number
 
 # ---------------------------------------------------------------------------------------------- problems
@@ -129,12 +132,15 @@ def test_pool_answers_over_http_with_n_samples_in_one_call(client: ModelClient) 
         usage = completion.usage
         expected = (usage["input_tokens"] * 0.10 + usage["output_tokens"] * 0.40) / 1e6
         assert usage["cost_usd"] == pytest.approx(expected)
-        # The same (model, question, sample index) draws the same sample: runs repeat exactly.
+        # A repeated request draws new samples (a second wave of a vote must not copy the first) ...
         again = client.complete(pool.spec("sim-small"), messages, n=5)
-        assert again.texts == completion.texts
+        assert again.texts != completion.texts
         unknown = client.complete(pool.spec("sim-large"), [{"role": "user", "content": "hello"}])
         assert "simulated" in unknown.texts[0] and extract_number(unknown.texts[0]) == "0"
     assert _pool_threads() == before
+    # ... while a fresh pool with the same seed repeats the run exactly.
+    with SimulatedPool(problems, seed=1, latency_scale=0.0) as pool:
+        assert client.complete(pool.spec("sim-small"), messages, n=5).texts == completion.texts
 
 
 @pytest.mark.timeout(120)
@@ -154,3 +160,70 @@ def test_pool_accuracy_tracks_profiles_and_majority_vote_helps_the_medium_model(
     # 120 Bernoulli draws around p ~ 0.67: 4 standard deviations is about 0.17.
     assert abs(single_correct / len(problems) - expected_single) < 0.17
     assert vote_correct >= single_correct + 12, (single_correct, vote_correct)
+
+
+# ---------------------------------------------------------------------------------------------- the demo
+
+
+@pytest.fixture(scope="module")
+def demo_report(tmp_path_factory: pytest.TempPathFactory) -> DemoReport:
+    plot = tmp_path_factory.mktemp("demo") / "demo.png"
+    return run_demo(requests=120, seed=0, plot_path=str(plot), show_progress=False)
+
+
+@pytest.mark.timeout(300)
+def test_demo_compares_uniscale_with_every_fixed_arm(demo_report: DemoReport) -> None:
+    names = {result.name for result in demo_report.fixed_arms}
+    assert names == {
+        f"{model}|{strategy}"
+        for model in ("sim-small", "sim-medium", "sim-large")
+        for strategy in ("single", "majority_vote(n=5)")
+    }
+    assert demo_report.uniscale.requests == 120
+    assert all(result.requests == 120 for result in demo_report.fixed_arms)
+    # Every answer was scored and costed: arms are known and costs positive.
+    assert all(o.arm_id in names and o.cost_usd > 0 for o in demo_report.uniscale.outcomes)
+    for result in demo_report.fixed_arms:
+        assert {o.arm_id for o in result.outcomes} == {result.name}
+    table = demo_report.table()
+    assert all(name in table for name in names) and "UniScale" in table
+    summary = demo_report.summary()
+    assert summary.startswith("SIMULATED model pool")
+    assert demo_report.to_dict()["simulated"] is True
+
+
+@pytest.mark.timeout(300)
+def test_demo_shows_learning(demo_report: DemoReport) -> None:
+    uni = demo_report.uniscale
+    cheapest, dearest = demo_report.cheapest_arm, demo_report.dearest_arm
+    assert cheapest.name == "sim-small|single" and dearest.name == "sim-large|majority_vote(n=5)"
+    # Learning, not luck: far cheaper than always running the dearest arm, far more accurate than the cheapest.
+    assert uni.total_cost_usd < 0.5 * dearest.total_cost_usd, (uni.total_cost_usd, dearest.total_cost_usd)
+    assert uni.accuracy > cheapest.accuracy + 0.15, (uni.accuracy, cheapest.accuracy)
+    # Contextual: once learnt, hard problems get dearer arms than easy ones.
+    half = uni.outcomes[len(uni.outcomes) // 2 :]
+    easy = [o.cost_usd for o in half if o.difficulty <= 2]
+    hard = [o.cost_usd for o in half if o.difficulty >= 4]
+    assert easy and hard
+    assert sum(hard) / len(hard) > 1.5 * sum(easy) / len(easy), (easy, hard)
+
+
+def test_demo_plot_is_written_when_matplotlib_is_installed(demo_report: DemoReport) -> None:
+    pytest.importorskip("matplotlib")
+    assert demo_report.plot_path is not None
+    assert Path(demo_report.plot_path).stat().st_size > 10_000
+
+
+@pytest.mark.timeout(120)
+def test_demo_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--requests", "12", "--seed", "3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "SIMULATED model pool" in out and "sim-large|majority_vote(n=5)" in out
+    assert main(["--requests", "1", "--no-progress"]) == 2
+
+
+def test_demo_subcommand_registers_on_a_parser() -> None:
+    parser = argparse.ArgumentParser()
+    add_subparser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["demo", "--requests", "50", "--seed", "2", "--plot", "x.png"])
+    assert (args.requests, args.seed, args.plot, args.func) == (50, 2, "x.png", run)

@@ -6,11 +6,11 @@ model size); otherwise it makes a slip at one step of a worked solution, so wron
 majority vote over several samples genuinely helps. Prices are made up, of the order of real small,
 medium and large hosted models, so the trade-off the router learns has a realistic shape.
 
-Draws are keyed by (pool seed, model, question, sample index) rather than by the server's per-request
-generator (which is seeded by arrival order, so concurrent runs would not repeat). Consequences: a demo
-run is reproducible, every policy compared in it meets the same luck on the same problem, and the samples
-of one `n`-sample request are independent. A client that fetched samples by separate `n=1` calls would
-get the same sample each time; uniscale's client sends `n` in one call to `hosted_vllm` servers.
+Each sample is drawn from a generator keyed by (pool seed, model, question, sample index, how many
+times that key was drawn before), not by the server's per-request generator, which is seeded by arrival
+order across all questions and so differs from run to run under concurrency. As long as any one question
+is not sent to the same model twice at once, a run repeats exactly; the samples of one request are
+independent, and so are repeated requests (a second wave of a majority vote draws new samples).
 """
 
 from __future__ import annotations
@@ -65,12 +65,13 @@ class SimModelProfile:
         return self.accuracy[min(max(difficulty, 1), 5) - 1]
 
 
-# Small is cheap and fine on easy problems; large is 50x the price and good on hard ones; medium is in
-# between, and with a 5-sample majority vote it gets close to large on mid-difficulty problems for less.
+# Small is cheap and good on easy problems only; large costs 50 times as much and is good on all but the
+# hardest; medium is in between, and with a 5-sample majority vote it matches large on mid-difficulty
+# problems for half the price. No single arm is best everywhere: that is what routing per request can use.
 DEFAULT_PROFILES: tuple[SimModelProfile, ...] = (
-    SimModelProfile("sim-small", 3.0, 0.10, 0.40, (0.95, 0.82, 0.55, 0.30, 0.15), latency_s=0.005),
-    SimModelProfile("sim-medium", 14.0, 0.60, 2.40, (0.98, 0.93, 0.78, 0.55, 0.35), latency_s=0.01),
-    SimModelProfile("sim-large", 70.0, 5.00, 20.00, (0.99, 0.97, 0.92, 0.82, 0.68), latency_s=0.02),
+    SimModelProfile("sim-small", 3.0, 0.10, 0.40, (0.97, 0.90, 0.45, 0.15, 0.05), latency_s=0.005),
+    SimModelProfile("sim-medium", 14.0, 0.60, 2.40, (0.99, 0.96, 0.75, 0.40, 0.15), latency_s=0.01),
+    SimModelProfile("sim-large", 70.0, 5.00, 20.00, (0.995, 0.99, 0.95, 0.90, 0.80), latency_s=0.02),
 )
 
 
@@ -146,6 +147,8 @@ class SimulatedPool:
         self.seed = seed
         self.timeout_s = timeout_s
         self.registry = ProblemRegistry(problems)
+        self._draws_lock = threading.Lock()
+        self._draws: dict[str, int] = {}
         self.server = OpenAIServer(
             models=[
                 SimulatedModel(
@@ -216,9 +219,11 @@ class SimulatedPool:
             problem = self.registry.find(text)
             if problem is None:
                 return f"({profile.name} is simulated and knows only the demo's problems.) The answer is 0."
-            rng = random.Random(
-                f"uniscale-demo-pool:{self.seed}:{profile.name}:{sample_index}:{problem.question}"
-            )
+            key = f"{self.seed}:{profile.name}:{sample_index}:{problem.question}"
+            with self._draws_lock:
+                occurrence = self._draws.get(key, 0)
+                self._draws[key] = occurrence + 1
+            rng = random.Random(f"uniscale-demo-pool:{key}:{occurrence}")
             correct = rng.random() < profile.p_correct(problem.difficulty)
             return worked_solution(problem, correct, rng)[0]
 
