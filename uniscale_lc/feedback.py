@@ -164,6 +164,7 @@ class FeedbackStore:
         self._aliases: dict[str, str] = {}  # run id / request id -> decision id
         self._done: OrderedDict[str, FeedbackResult] = OrderedDict()  # scored, for idempotence
         self._done_aliases: dict[str, str] = {}
+        self._aliases_of_done: dict[str, list[str]] = {}  # decision id -> its aliases, for O(1) eviction
         self.expired = 0
         self.evicted = 0
 
@@ -270,12 +271,17 @@ class FeedbackStore:
         """Remember that `pending` was scored, so repeated feedback is answered without relearning."""
         with self._lock:
             self._done[pending.decision_id] = result
-            for alias in (pending.run_id, pending.request_id):
-                if alias:
-                    self._done_aliases[normalise_key(alias)] = pending.decision_id
-            while len(self._done) > self.max_pending:
-                old_id, _ = self._done.popitem(last=False)
-                for alias in [a for a, d in self._done_aliases.items() if d == old_id]:
+            names = [normalise_key(alias) for alias in (pending.run_id, pending.request_id) if alias]
+            for name in names:
+                self._done_aliases[name] = pending.decision_id
+            self._aliases_of_done[pending.decision_id] = names
+            self._trim_done()
+
+    def _trim_done(self) -> None:
+        while len(self._done) > self.max_pending:
+            old_id, _ = self._done.popitem(last=False)
+            for alias in self._aliases_of_done.pop(old_id, []):
+                if self._done_aliases.get(alias) == old_id:
                     del self._done_aliases[alias]
 
     def pending(self) -> list[PendingDecision]:
@@ -294,7 +300,7 @@ class FeedbackStore:
                 "max_pending": self.max_pending,
                 "pending": [pending.to_dict() for pending in self._pending.values()],
                 "done": [
-                    {**result.to_dict(), "aliases": [a for a, d in self._done_aliases.items() if d == key]}
+                    {**result.to_dict(), "aliases": list(self._aliases_of_done.get(key, []))}
                     for key, result in self._done.items()
                 ],
             }
@@ -320,6 +326,7 @@ class FeedbackStore:
             pending[entry.decision_id] = entry
         done: OrderedDict[str, FeedbackResult] = OrderedDict()
         done_aliases: dict[str, str] = {}
+        aliases_of_done: dict[str, list[str]] = {}
         for item in data.get("done", []):
             try:
                 result = FeedbackResult(
@@ -332,8 +339,10 @@ class FeedbackStore:
             except (KeyError, TypeError, ValueError):
                 continue
             done[result.decision_id] = result
-            for alias in item.get("aliases", []):
-                done_aliases[str(alias)] = result.decision_id
+            names = [str(alias) for alias in item.get("aliases", [])]
+            for name in names:
+                done_aliases[name] = result.decision_id
+            aliases_of_done[result.decision_id] = names
         with self._lock:
             self._pending = OrderedDict(sorted(pending.items(), key=lambda kv: kv[1].created_at))
             self._aliases = {}
@@ -341,7 +350,8 @@ class FeedbackStore:
                 for alias in (entry.run_id, entry.request_id):
                     if alias:
                         self._aliases[normalise_key(alias)] = entry.decision_id
-            self._done, self._done_aliases = done, done_aliases
+            self._done, self._done_aliases, self._aliases_of_done = done, done_aliases, aliases_of_done
+            self._trim_done()
             before = len(self._pending)
             self._expire()
             dropped += before - len(self._pending)
