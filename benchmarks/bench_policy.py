@@ -1,0 +1,235 @@
+"""Per-decision time (select + update) of uniscale-lc's LinUCB beside MABWiser's and contextualbandits' LinUCB.
+
+Every policy sees the same seeded stream of contexts in the same process; each makes its own choices and
+learns from a reward that is linear in the context for the arm it chose. After an untimed warm-up of
+logged decisions, each timed decision is one select and one update. Run:
+
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_policy.py            # full table
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_policy.py --quick    # fewer decisions
+
+The baselines are optional (install them into a separate venv, never into the project):
+
+    python -m venv .venv-bench && .venv-bench/bin/pip install -e . -r benchmarks/requirements.txt
+"""
+
+from __future__ import annotations
+
+import os
+
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")  # single-threaded BLAS for a fair comparison; set before numpy loads
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from uniscale_lc.arms import ArmSpace  # noqa: E402
+from uniscale_lc.model_spec import ModelSpec  # noqa: E402
+from uniscale_lc.policy import LinUCB  # noqa: E402
+from uniscale_lc.strategies import BestOfN, MajorityVote, Reflection, Single  # noqa: E402
+
+CONFIGS = [(8, 32), (8, 128), (64, 32), (64, 64), (64, 128), (512, 32), (512, 128)]
+STRATEGIES = [
+    Single(),
+    BestOfN(n=2),
+    BestOfN(n=4),
+    MajorityVote(n=3),
+    MajorityVote(n=5),
+    MajorityVote(n=9),
+    Reflection(rounds=1),
+    Reflection(rounds=2),
+]
+
+
+def arm_space(arms: int) -> ArmSpace:
+    """`arms` real arms: arms / 8 models x 8 strategies."""
+    models = [
+        ModelSpec(
+            model=f"model-{index}",
+            input_usd_per_mtok=0.1 * (index + 1),
+            output_usd_per_mtok=0.4 * (index + 1),
+            params_b=float(2 ** (index % 8)),
+        )
+        for index in range(max(1, arms // len(STRATEGIES)))
+    ]
+    return ArmSpace.product(models, STRATEGIES[: min(arms, len(STRATEGIES))])
+
+
+class Stream:
+    """Seeded contexts and a linear reward per arm index (the same for every policy)."""
+
+    def __init__(self, arms: int, dim: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.weights = rng.standard_normal((arms, dim)) / np.sqrt(dim)
+        self.contexts = rng.standard_normal((4096, dim)) / np.sqrt(dim)
+        self.noise = 0.1 * rng.standard_normal(4096)
+
+    def context(self, step: int) -> np.ndarray:
+        return self.contexts[step % len(self.contexts)]
+
+    def reward(self, step: int, arm: int) -> float:
+        return float(self.weights[arm] @ self.context(step) + self.noise[step % len(self.noise)])
+
+
+Step = Callable[[int], None]
+
+
+def ours(arms: int, dim: int, stream: Stream, warmup: int, **options: Any) -> Step:
+    space = arm_space(arms)
+    index_of = {arm_id: index for index, arm_id in enumerate(space.ids)}
+    policy = LinUCB(**options)
+    policy.bind(space, dim)
+    policy.warm_start(
+        (stream.context(s), space.ids[s % arms], stream.reward(s, s % arms)) for s in range(warmup)
+    )
+
+    def step(s: int) -> None:
+        decision = policy.select(stream.context(s))
+        policy.update(decision, stream.reward(s, index_of[decision.arm_id]))
+
+    return step
+
+
+def mabwiser(arms: int, dim: int, stream: Stream, warmup: int) -> Step:
+    from mabwiser.mab import MAB, LearningPolicy
+
+    mab = MAB(list(range(arms)), LearningPolicy.LinUCB(alpha=1.0, l2_lambda=1.0), seed=0)
+    steps = range(warmup)
+    mab.fit(
+        [s % arms for s in steps],
+        [stream.reward(s, s % arms) for s in steps],
+        np.stack([stream.context(s) for s in steps]),
+    )
+
+    def step(s: int) -> None:
+        x = stream.context(s)[None, :]
+        arm = int(mab.predict(x))
+        mab.partial_fit([arm], [stream.reward(s, arm)], x)
+
+    return step
+
+
+def contextualbandits(arms: int, dim: int, stream: Stream, warmup: int) -> Step:
+    from contextualbandits.online import LinUCB as CBLinUCB
+
+    # float64 and Sherman-Morrison updates, like ours.
+    model = CBLinUCB(nchoices=arms, alpha=1.0, lambda_=1.0, use_float=False, method="sm", random_state=1)
+    steps = range(warmup)
+    model.fit(
+        np.stack([stream.context(s) for s in steps]),
+        np.array([s % arms for s in steps]),
+        np.array([stream.reward(s, s % arms) for s in steps]),
+    )
+
+    def step(s: int) -> None:
+        x = stream.context(s)[None, :]
+        arm = int(model.predict(x)[0])
+        model.partial_fit(x, np.array([arm]), np.array([stream.reward(s, arm)]))
+
+    return step
+
+
+def measure(step: Step, decisions: int, budget_s: float, offset: int) -> dict[str, float]:
+    """Median and p99 microseconds per decision; stops early after `budget_s` (at least 50 decisions)."""
+    for s in range(20):  # untimed: caches, lazy allocations
+        step(offset + s)
+    times = []
+    started = time.perf_counter()
+    for s in range(decisions):
+        begin = time.perf_counter_ns()
+        step(offset + 20 + s)
+        times.append(time.perf_counter_ns() - begin)
+        if len(times) >= 50 and time.perf_counter() - started > budget_s:
+            break
+    micro = np.array(times) / 1000.0
+    return {"median_us": float(np.median(micro)), "p99_us": float(np.percentile(micro, 99)), "n": len(times)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer decisions per cell")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    decisions, budget_s = (300, 2.0) if args.quick else (2000, 8.0)
+
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"
+    )
+    print(
+        f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']} (single-threaded BLAS for every library)"
+    )
+    baselines: dict[str, Callable[..., Step]] = {}
+    for name, factory, module in (
+        ("mabwiser", mabwiser, "mabwiser"),
+        ("contextualbandits", contextualbandits, "contextualbandits"),
+    ):
+        try:
+            __import__(module)
+            baselines[name] = factory
+        except Exception as error:  # an optional baseline must not stop the benchmark
+            print(f"{name}: not available ({type(error).__name__}: {error}); skipped")
+    contenders: dict[str, Callable[..., Step]] = {
+        "ours_hybrid": lambda k, d, st, w: ours(k, d, st, w),
+        "ours_disjoint": lambda k, d, st, w: ours(k, d, st, w, shared=False),
+        **baselines,
+    }
+    print("microseconds per decision (select + update), median / p99; ratio = baseline median / ours")
+    header = f"{'K':>4} {'d':>4} " + " ".join(f"{name:>22}" for name in contenders)
+    print(header)
+    results = []
+    for arms, dim in CONFIGS:
+        stream = Stream(arms, dim)
+        warmup = max(2 * arms, 200)
+        row: dict[str, Any] = {"arms": arms, "dim": dim}
+        for name, factory in contenders.items():
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    row[name] = measure(factory(arms, dim, stream, warmup), decisions, budget_s, warmup)
+            except Exception as error:
+                print(f"{name} failed at K={arms} d={dim}: {type(error).__name__}: {error}")
+        cells = [
+            f"{row[name]['median_us']:>10.0f} / {row[name]['p99_us']:>9.0f}" if name in row else f"{'-':>22}"
+            for name in contenders
+        ]
+        print(f"{arms:>4} {dim:>4} " + " ".join(cells), flush=True)
+        results.append(row)
+    print("\nratios (baseline median / ours median):")
+    for row in results:
+        parts = []
+        for ours_name in ("ours_hybrid", "ours_disjoint"):
+            for name in baselines:
+                if name in row and ours_name in row:
+                    parts.append(
+                        f"{name}/{ours_name}={row[name]['median_us'] / row[ours_name]['median_us']:.1f}x"
+                    )
+        print(f"  K={row['arms']:>3} d={row['dim']:>3}: " + ", ".join(parts))
+    print("\ngrowth in K (ours median, same d):")
+    for dim in sorted({d for _, d in CONFIGS}):
+        cells = [
+            (r["arms"], r["ours_hybrid"]["median_us"])
+            for r in results
+            if r["dim"] == dim and "ours_hybrid" in r
+        ]
+        if len(cells) > 1:
+            (k0, t0), (k1, t1) = cells[0], cells[-1]
+            print(
+                f"  d={dim}: K {k0}->{k1} ({k1 / k0:.0f}x arms): {t0:.0f} -> {t1:.0f} us ({t1 / t0:.1f}x time)"
+            )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
