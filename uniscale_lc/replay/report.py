@@ -221,6 +221,7 @@ def build_report(
             "vote_ladder": list(config.vote_ladder),
             "max_questions": config.max_questions,
             "linucb_alpha": config.linucb_alpha,
+            "linucb_per_arm": config.linucb_per_arm,
             "epsilon": config.epsilon,
             "featurizer": env.featurizer_config,
         },
@@ -281,7 +282,13 @@ def two_model_summary(
         calls_at_95 = (
             cpt(pct, accuracy, weak_accuracy, strong_accuracy, target_gap) if target_gap > 0 else 0.0
         )
-        cost_fraction = cost_at_fraction_of_best(spend, accuracy, float(cost[strong]), strong_accuracy)
+        # Like the call-share curve, the dollar curve includes always-weak and always-strong (anchors).
+        cost_fraction = cost_at_fraction_of_best(
+            [float(cost[weak]), *spend, float(cost[strong])],
+            [weak_accuracy, *accuracy, strong_accuracy],
+            float(cost[strong]),
+            strong_accuracy,
+        )
         learners[learner] = {
             "apgr": apgr(pct, accuracy, weak_accuracy, strong_accuracy),
             "cpt50_pct": cpt(pct, accuracy, weak_accuracy, strong_accuracy, 0.5),

@@ -75,6 +75,7 @@ class ReplayConfig:
     max_questions: int | None = None
     feature_dim: int = 64
     linucb_alpha: float = 1.0
+    linucb_per_arm: bool = True
     epsilon: float = 0.1
     drift: tuple[str, ...] = ()
     drift_window: int = 200
@@ -318,7 +319,7 @@ class RunTrace:
 def make_policy(learner: str, seed: int, config: ReplayConfig) -> Policy:
     """The policy object behind a learner name; LinUCB with the library defaults for every learner."""
     if learner in ("uniscale", "routing_only", "tts_only"):
-        return LinUCB(alpha=config.linucb_alpha, seed=seed)
+        return LinUCB(alpha=config.linucb_alpha, per_arm=config.linucb_per_arm, seed=seed)
     if learner == "epsilon_greedy":
         return EpsilonGreedy(epsilon=config.epsilon, seed=seed)
     if learner == "random":
