@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from .metrics import (
     aiq,
     apgr,
@@ -360,7 +361,7 @@ def _run_drift_scenarios(
         for seed in range(config.seeds):
             try:
                 per_seed.append(run_drift(env, scenario, seed, config))
-            except Exception as error:  # a scenario that cannot apply (one model) is reported, not fatal
+            except ConfigError as error:  # a scenario that cannot apply (one model) is reported, not fatal
                 results[scenario] = {"skipped": str(error)}
                 break
             finally:
