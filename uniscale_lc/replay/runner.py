@@ -520,6 +520,7 @@ def drift_events(
     order: np.ndarray,
     pre_change_arms: np.ndarray | None,
     config: ReplayConfig,
+    seed: int = 0,
 ) -> tuple[np.ndarray, list[DriftEvent]]:
     """The question order and events of a drift scenario (see docs/replay.md).
 
@@ -530,7 +531,7 @@ def drift_events(
     if scenario == "task_blocks":
         tasks = np.asarray(env.outcomes.tasks, dtype=object)
         names = sorted(set(tasks.tolist()))
-        rng = np.random.default_rng(int(order[0]) + 17)
+        rng = np.random.default_rng(seed)
         block_order = [names[i] for i in rng.permutation(len(names))]
         position = {name: i for i, name in enumerate(block_order)}
         keys = np.array([position[tasks[q]] for q in order])
@@ -570,7 +571,7 @@ def run_drift(
     baseline = None
     if scenario != "task_blocks":
         baseline = run_learner(env, learner, seed, weight, order, config).arm
-    order, events = drift_events(env, scenario, order, baseline, config)
+    order, events = drift_events(env, scenario, order, baseline, config, seed)
     continuing = run_learner(env, learner, seed, weight, order, config, events=events)
     if scenario == "task_blocks":
         tasks = [env.outcomes.tasks[q] for q in order]
