@@ -32,10 +32,18 @@ test: $(VENV)/.installed-test
 	@$(BIN)/python -m pytest -q -p no:cacheprovider; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$status
 
-bench: $(VENV)/.installed-test
-	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt || echo "baseline libraries unavailable; benchmarks report ours alone"
-	$(BIN)/python benchmarks/bench_policy.py
-	$(BIN)/python benchmarks/bench_overhead.py
+# Baseline libraries (MABWiser, contextualbandits) go into a separate venv, never into the project's.
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: pyproject.toml benchmarks/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e ".[test]"
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r benchmarks/requirements.txt || echo "baseline libraries unavailable: the policy benchmark reports ours alone"
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python benchmarks/bench_policy.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_overhead.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check uniscale_lc tests benchmarks examples scripts
