@@ -18,7 +18,7 @@ import math
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -627,8 +627,3 @@ def run_drift(
             }
         )
     return results
-
-
-def with_overrides(config: ReplayConfig, **changes: Any) -> ReplayConfig:
-    """A copy of a config with some fields changed (validated again)."""
-    return replace(config, **changes)
