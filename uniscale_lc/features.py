@@ -6,7 +6,6 @@ with CRC-32 and a fixed multiplicative hash, never Python's salted `hash()`.
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 import zlib
@@ -38,6 +37,7 @@ _MATHS = re.compile(r"[+\-*/=^<>%]|\\frac|\\sqrt|\bsum\b|\bintegral\b|\bequation
 _QUESTION = re.compile(
     r"^\s*(what|how|why|when|where|which|who|whom|whose|is|are|can|does|do|should)\b", re.I
 )
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _OPTIONS = re.compile(r"(?:^|\n)\s*\(?[A-D][.)]\s", re.MULTILINE)
 
 STAT_NAMES: tuple[str, ...] = (
@@ -57,8 +57,8 @@ def prompt_statistics(text: str) -> np.ndarray:
     chars = len(text)
     if chars == 0:
         return np.zeros(len(STAT_NAMES))
-    digits = sum(char.isdigit() for char in text)
-    numbers = len(re.findall(r"\d+(?:\.\d+)?", text))
+    digits = sum(map(text.count, "0123456789"))  # C-level counts: a per-character loop costs 10x more
+    numbers = len(_NUMBER.findall(text))
     maths = len(_MATHS.findall(text))
     stripped = text.strip()
     question = 1.0 if stripped.endswith("?") or _QUESTION.match(stripped) else 0.0
@@ -123,15 +123,16 @@ class HashingFeaturizer:
         vector = np.zeros(self.n_hash)
         head = text[: self.max_chars].lower()
         words = _WORD.findall(head)
-        grams = words + [f"{left} {right}" for left, right in itertools.pairwise(words)]
-        if grams:
-            codes = np.fromiter(
-                # surrogatepass: a lone surrogate (possible in JSON input) hashes instead of raising.
-                (zlib.crc32(gram.encode("utf-8", "surrogatepass")) for gram in grams),
+        if words:
+            # surrogatepass: a lone surrogate (possible in JSON input) hashes instead of raising.
+            unigrams = np.fromiter(
+                (zlib.crc32(word.encode("utf-8", "surrogatepass")) for word in words),
                 dtype=np.uint64,
-                count=len(grams),
+                count=len(words),
             )
-            self._accumulate(vector, codes)
+            # Bigrams hash from their words' codes, without building the bigram strings.
+            bigrams = ((unigrams[:-1] * _MIX + unigrams[1:]) & _MASK32) ^ np.uint64(0x5BD1E995)
+            self._accumulate(vector, np.concatenate([unigrams, bigrams]))
         raw = np.frombuffer(head.encode("utf-8", errors="surrogatepass"), dtype=np.uint8).astype(np.uint64)
         if raw.size >= self.char_ngram:
             codes = np.zeros(raw.size - self.char_ngram + 1, dtype=np.uint64)
@@ -145,7 +146,7 @@ class HashingFeaturizer:
     def _accumulate(self, vector: np.ndarray, codes: np.ndarray, weight: float = 1.0) -> None:
         buckets = (codes % np.uint64(self.n_hash)).astype(np.intp)
         signs = np.where((codes >> np.uint64(20)) & np.uint64(1), weight, -weight)
-        np.add.at(vector, buckets, signs)
+        vector += np.bincount(buckets, weights=signs, minlength=self.n_hash)
 
     def transform(self, text: str) -> np.ndarray:
         """Feature vector of one prompt; the empty prompt is valid and maps to zeros."""
