@@ -229,6 +229,9 @@ class UniScaleChat(BaseChatModel):
     _client: ModelClient = PrivateAttr()
     _lock: Any = PrivateAttr(default_factory=threading.RLock)
     _save_lock: Any = PrivateAttr(default_factory=threading.Lock)
+    # Held from taking a pending decision to recording it as scored, so that a duplicate arriving in that
+    # window (a retry from another thread) sees the first result instead of "no pending decision".
+    _feedback_lock: Any = PrivateAttr(default_factory=threading.Lock)
     _stats: dict[str, Any] = PrivateAttr(default_factory=dict)
     _specs: dict[str, ModelSpec] = PrivateAttr(default_factory=dict)
     _load_report: list[str] = PrivateAttr(default_factory=list)
@@ -871,17 +874,18 @@ class UniScaleChat(BaseChatModel):
         if isinstance(key, AIMessage):
             key = ((key.response_metadata or {}).get("uniscale") or {}).get("decision_id") or key.id
         quality = validate_score(score)
-        taken = self._feedback.take(key)
-        if isinstance(taken, FeedbackResult):
-            return dataclasses.replace(taken, duplicate=True)
-        reward = reward_from(quality, taken.cost_usd, taken.reference_cost_usd, taken.cost_weight)
-        try:
-            self._policy.update(taken.decision, quality)
-        except Exception:
-            self._feedback.restore(taken)
-            raise
-        result = FeedbackResult(taken.decision_id, taken.arm_id, quality, reward)
-        self._feedback.mark_done(taken, result)
+        with self._feedback_lock:
+            taken = self._feedback.take(key)
+            if isinstance(taken, FeedbackResult):
+                return dataclasses.replace(taken, duplicate=True)
+            reward = reward_from(quality, taken.cost_usd, taken.reference_cost_usd, taken.cost_weight)
+            try:
+                self._policy.update(taken.decision, quality)
+            except Exception:
+                self._feedback.restore(taken)
+                raise
+            result = FeedbackResult(taken.decision_id, taken.arm_id, quality, reward)
+            self._feedback.mark_done(taken, result)
         with self._lock:
             stats = self._arm_stats(taken.arm_id)
             stats["feedback"] += 1
