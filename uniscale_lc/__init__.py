@@ -30,8 +30,10 @@ from .strategies import BestOfN, JudgeScorer, MajorityVote, Reflection, Single
 
 if TYPE_CHECKING:
     from .chat_model import UniScaleChat
-    from .client import ModelClient
+    from .client import Completion, ModelClient, RetryPolicy
+    from .feedback import FeedbackResult, FeedbackStore
     from .serving import LoadSignals, ServerMonitor, VLLMServer, VLLMServerConfig, slo_gate
+    from .strategies.execute import StrategyResult, run_strategy
 
 __version__ = "0.1.0"
 
@@ -39,6 +41,12 @@ __version__ = "0.1.0"
 _LAZY = {
     "UniScaleChat": "uniscale_lc.chat_model",
     "ModelClient": "uniscale_lc.client",
+    "Completion": "uniscale_lc.client",
+    "RetryPolicy": "uniscale_lc.client",
+    "FeedbackStore": "uniscale_lc.feedback",
+    "FeedbackResult": "uniscale_lc.feedback",
+    "StrategyResult": "uniscale_lc.strategies.execute",
+    "run_strategy": "uniscale_lc.strategies.execute",
     "LoadSignals": "uniscale_lc.serving",
     "ServerMonitor": "uniscale_lc.serving",
     "VLLMServer": "uniscale_lc.serving",
@@ -62,6 +70,7 @@ __all__ = [
     "ArmSpace",
     "BestOfN",
     "BudgetPacer",
+    "Completion",
     "ConfigError",
     "CostModel",
     "Decision",
@@ -69,6 +78,8 @@ __all__ = [
     "EpsilonGreedy",
     "Featurizer",
     "FeedbackError",
+    "FeedbackResult",
+    "FeedbackStore",
     "FixedArm",
     "HashingFeaturizer",
     "JudgeScorer",
@@ -82,9 +93,11 @@ __all__ = [
     "Policy",
     "RateLimitedError",
     "Reflection",
+    "RetryPolicy",
     "ServerMonitor",
     "Single",
     "StateError",
+    "StrategyResult",
     "UniScaleChat",
     "UniScaleError",
     "UniformRandom",
@@ -94,6 +107,7 @@ __all__ = [
     "cost_penalty",
     "load_state",
     "reward_from",
+    "run_strategy",
     "save_state",
     "slo_gate",
 ]

@@ -78,15 +78,8 @@ _TOP_SCORES = 5
 
 
 def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on the client's shared background loop, so a sync call never runs on (or blocks) the caller's loop.
-
-    Uses `client.run_sync` when the client module offers it, else its background loop directly.
-    """
-    runner = getattr(client_module, "run_sync", None)
-    if runner is not None:
-        result: T = runner(coro)
-        return result
-    return client_module._BACKGROUND.run(coro)
+    """Run on the client's shared background loop, so a sync call never runs on (or blocks) the caller's loop."""
+    return client_module.run_sync(coro)
 
 
 async def _anext(agen: AsyncIterator[T]) -> T:

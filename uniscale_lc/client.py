@@ -40,6 +40,7 @@ __all__ = [
     "litellm_model_name",
     "parse_retry_after",
     "plan_calls",
+    "run_sync",
 ]
 
 logger = logging.getLogger(__name__)
@@ -504,6 +505,11 @@ class _BackgroundLoop:
 
 _BACKGROUND = _BackgroundLoop()
 atexit.register(_BACKGROUND.close)
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion on the shared background loop: the sync face of every async API."""
+    return _BACKGROUND.run(coro)
 
 
 # ---- the client -------------------------------------------------------------------------------------------
