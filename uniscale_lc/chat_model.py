@@ -58,6 +58,7 @@ from .feedback import (
 )
 from .model_spec import ModelSpec
 from .policy import Decision, LinUCB
+from .serving.load import slo_gate
 from .store import load_state, save_state
 from .strategies.config import BestOfN, MajorityVote, Reflection, Single
 from .strategies.execute import CallOptions, StrategyResult, add_usage, run_strategy, stream_single
@@ -71,7 +72,16 @@ T = TypeVar("T")
 _STRATEGY_TYPES = (Single, BestOfN, MajorityVote, Reflection)
 # Per-call keyword arguments the chat model consumes itself (the rest go to the provider as `extra`).
 _OWN_KWARGS = frozenset(
-    {"tools", "tool_choice", "model", REQUEST_ID_METADATA_KEY, "temperature", "max_tokens", "stream"}
+    {
+        "tools",
+        "tool_choice",
+        "model",
+        REQUEST_ID_METADATA_KEY,
+        "temperature",
+        "max_tokens",
+        "stream",
+        "slo_tpot_ms",
+    }
 )
 _STATE_KEYS = ("policy", "cost_model", "feedback", "pacer", "stats")
 _TOP_SCORES = 5
@@ -164,6 +174,7 @@ class _Request:
     openai_messages: list[dict[str, Any]]
     options: CallOptions
     request_id: str | None
+    slo_gate: dict[str, Any] | None = None
     started: float = dataclasses.field(default_factory=time.perf_counter)
 
 
@@ -212,6 +223,15 @@ class UniScaleChat(BaseChatModel):
     feedback_ttl_s: float = Field(default=DEFAULT_TTL_S, description="pending decisions expire after this")
     max_pending: int = Field(default=DEFAULT_MAX_PENDING, description="most pending decisions kept")
     client: Any = Field(default=None, exclude=True, description="a ModelClient; default: a new one")
+    load_signals: Any = Field(
+        default=None,
+        exclude=True,
+        description="serving.LoadSignals: live server load as context features and for the SLO gate",
+    )
+    slo_tpot_ms: float | None = Field(
+        default=None,
+        description="time-per-output-token SLO; arms on servers predicted to break it are skipped",
+    )
 
     _arm_space: ArmSpace = PrivateAttr()
     _policy: Any = PrivateAttr()
@@ -266,7 +286,19 @@ class UniScaleChat(BaseChatModel):
                     f"UniScaleChat.policy: got {type(self._policy).__name__} without `{method}`; pass a "
                     "Policy such as LinUCB()"
                 )
-        self._policy.bind(self._arm_space, int(self._featurizer.dim))
+        if self.load_signals is not None and not callable(
+            getattr(self.load_signals, "context_features", None)
+        ):
+            raise ConfigError(
+                "UniScaleChat.load_signals: pass a uniscale_lc.serving.LoadSignals (or leave it out)"
+            )
+        if self.slo_tpot_ms is not None and self.load_signals is None:
+            raise ConfigError(
+                "UniScaleChat.slo_tpot_ms: the SLO gate needs live load; pass "
+                "load_signals=LoadSignals({api_base: ServerMonitor(url)}) too"
+            )
+        load_dim = int(self.load_signals.feature_dim) if self.load_signals is not None else 0
+        self._policy.bind(self._arm_space, int(self._featurizer.dim) + load_dim)
         self._cost_model = CostModel(self._arm_space)
         self._pacer = (
             BudgetPacer(self.budget_usd_per_request) if self.budget_usd_per_request is not None else None
@@ -305,6 +337,10 @@ class UniScaleChat(BaseChatModel):
         return ArmSpace.product(self.models, strategies)
 
     def _check_numbers(self) -> None:
+        if self.slo_tpot_ms is not None and not (math.isfinite(self.slo_tpot_ms) and self.slo_tpot_ms > 0):
+            raise ConfigError(
+                f"UniScaleChat.slo_tpot_ms: got {self.slo_tpot_ms!r}; use a positive number of ms"
+            )
         if not (math.isfinite(self.cost_weight) and self.cost_weight >= 0):
             raise ConfigError(
                 f"UniScaleChat.cost_weight: got {self.cost_weight!r}; use a number >= 0 (0.2 means the most "
@@ -532,7 +568,12 @@ class UniScaleChat(BaseChatModel):
         tools = kwargs.get("tools") or None
         model = kwargs.get("model")
         candidates = self._candidates(bool(tools), model if isinstance(model, str) else None)
-        x = np.asarray(self._featurizer.transform(featurized_text(messages)), dtype=np.float64)
+        x = self._context(messages)
+        gate_record: dict[str, Any] | None = None
+        if self.load_signals is not None:
+            slo = kwargs.get("slo_tpot_ms", self.slo_tpot_ms)
+            if slo is not None:
+                candidates, gate_record = self._slo_gate(candidates, float(slo))
         openai_messages: list[dict[str, Any]] = convert_to_openai_messages(messages)
         prompt_tokens = estimate_tokens("\n".join(_text_of(m) for m in messages))
         prediction = self._cost_model.predict(prompt_tokens, candidates)
@@ -560,7 +601,34 @@ class UniScaleChat(BaseChatModel):
             openai_messages=openai_messages,
             options=options,
             request_id=request_id,
+            slo_gate=gate_record,
         )
+
+    def _context(self, messages: Sequence[BaseMessage]) -> np.ndarray:
+        """The policy's context: prompt features, then live server load when load_signals is set."""
+        x = np.asarray(self._featurizer.transform(featurized_text(messages)), dtype=np.float64)
+        if self.load_signals is None:
+            return x
+        return np.concatenate([x, np.asarray(self.load_signals.context_features(), dtype=np.float64)])
+
+    def _slo_gate(
+        self, candidates: tuple[str, ...], slo_tpot_ms: float
+    ) -> tuple[tuple[str, ...], dict[str, Any]]:
+        """Drop arms whose server is predicted to break the TPOT SLO (never all of them)."""
+        predicted = self.load_signals.predicted_tpot_by_api_base()
+        api_bases = {arm_id: self._arm_space[arm_id].model.api_base for arm_id in candidates}
+        allowed, gated = slo_gate(api_bases, predicted, slo_tpot_ms)
+        record = {
+            "slo_tpot_ms": slo_tpot_ms,
+            "acted": bool(gated),
+            "gated_arms": list(gated),
+            "predicted_tpot_ms": {
+                base: (None if value is None else float(value))
+                for base, value in predicted.items()
+                if value is None or math.isfinite(value)
+            },
+        }
+        return tuple(allowed), record
 
     def _spec(self, arm: Arm) -> ModelSpec:
         if self.timeout is None:
@@ -835,6 +903,7 @@ class UniScaleChat(BaseChatModel):
             "run_id": pending.run_id,
             "request_id": pending.request_id,
             "policy": outcome.decision.policy,
+            "slo_gate": request.slo_gate,
         }
 
     async def _after_answer(
@@ -950,7 +1019,7 @@ class UniScaleChat(BaseChatModel):
         Sorted best first; nothing is learnt or called.
         """
         messages = [HumanMessage(prompt)] if isinstance(prompt, str) else list(prompt)
-        x = np.asarray(self._featurizer.transform(featurized_text(messages)), dtype=np.float64)
+        x = self._context(messages)
         ids = self._arm_space.ids
         prompt_tokens = estimate_tokens("\n".join(_text_of(m) for m in messages))
         prediction = self._cost_model.predict(prompt_tokens, ids)
