@@ -15,6 +15,7 @@ import math
 import os
 import re
 import tempfile
+import tokenize
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -181,14 +182,22 @@ def _check_array_headers(archive: zipfile.ZipFile, source: Path, fix: str) -> No
     for info in archive.infolist():
         with archive.open(info) as member:
             version = np.lib.format.read_magic(member)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-            else:
+            if version not in ((1, 0), (2, 0)):
                 raise StateError(
                     f"state file {source}: member {info.filename} has npy version {version}; {fix}"
                 )
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            try:
+                shape, _, dtype = read_header(member)
+            except (SyntaxError, tokenize.TokenError, TypeError, ValueError, RecursionError, MemoryError):
+                # numpy parses the header (a Python dict literal) with tokenize and ast.literal_eval.
+                raise StateError(
+                    f"state file {source}: member {info.filename} has a corrupt header; {fix}"
+                ) from None
         if dtype.kind not in _ALLOWED_KINDS or dtype.hasobject:
             raise StateError(f"state file {source}: member {info.filename} has dtype {dtype}; {fix}")
         declared = math.prod(shape) * dtype.itemsize
