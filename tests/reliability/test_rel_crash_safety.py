@@ -210,3 +210,23 @@ def test_a_truncated_file_is_refused_and_the_good_one_is_kept(tmp_path: Path) ->
         with pytest.raises(StateError, match=r"truncated or corrupt|meta\.json|not a uniscale"):
             load_state(broken)
     assert path.read_bytes() == good
+
+
+def test_two_chat_models_on_one_state_path_last_complete_save_wins(tmp_path: Path) -> None:
+    """No merge: each process saves its whole state, so the file is always one process's complete state,
+    and the other's learning since its last load is not in it (documented: one state_path per process)."""
+    from test_rel_load import InstantClient, _specs
+
+    from uniscale_lc.chat_model import UniScaleChat
+
+    path = tmp_path / "shared.npz"
+    first = UniScaleChat(models=_specs(), client=InstantClient(), state_path=str(path))
+    second = UniScaleChat(models=_specs(), client=InstantClient(), state_path=str(path))
+    for index in range(5):
+        first.feedback(first.invoke(f"first {index}"), 1.0)
+    for index in range(3):
+        second.feedback(second.invoke(f"second {index}"), 0.0)
+    restarted = UniScaleChat(models=_specs(), client=InstantClient(), state_path=str(path))
+    assert restarted.stats()["requests"] == 3  # wholly the second process's state, the last to save
+    assert restarted._policy.state_dict()["shared"]["updates"] == 3
+    assert _orphans(path) == []
