@@ -20,7 +20,9 @@ from uniscale_lc.testing.openai_server import OpenAIServer, SimulatedModel
 PRIMARY, BACKUP = "primary", "backup"
 PRIMARY_ARM, BACKUP_ARM = f"{PRIMARY}|single", f"{BACKUP}|single"
 PRIMARY_ANSWER, BACKUP_ANSWER = "the answer is 42", "the answer is probably 42"
-CALL_TIMEOUT_S = 0.3  # what a "timeout" fault costs; the server holds such a request until then
+CALL_TIMEOUT_S = (
+    1.0  # what a "timeout" fault costs; generous, so a loaded CI machine never times out a healthy call
+)
 # Everything the server can inject, plus a refused connection (no server on the port at all).
 SERVER_FAULTS = ("500", "429", "timeout", "malformed_json", "empty_choices", "truncated_stream", "oversized")
 ALL_FAULTS = ("refused", *SERVER_FAULTS)

@@ -177,7 +177,7 @@ async def test_a_penalised_arm_is_picked_again_once_its_endpoint_heals(server: O
         return picks
 
     before = await pick(10, "healthy")
-    assert before[PRIMARY_ARM] == 10
+    assert before.most_common(1)[0][0] == PRIMARY_ARM
     server.set_failure(PRIMARY, "500")
     during = await pick(60, "outage")
     failures_during = chat.stats()["arms"][PRIMARY_ARM]["failures"]
