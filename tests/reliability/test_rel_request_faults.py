@@ -11,6 +11,7 @@ import asyncio
 import collections
 import gc
 import logging
+import os
 import random
 from collections.abc import Iterator
 
@@ -32,7 +33,12 @@ from reliability_helpers import (
     thread_names,
 )
 
+from uniscale_lc.arms import ArmSpace
 from uniscale_lc.errors import AllArmsFailedError, ModelCallError, UniScaleError
+from uniscale_lc.features import HashingFeaturizer
+from uniscale_lc.model_spec import ModelSpec
+from uniscale_lc.policy import LinUCB
+from uniscale_lc.strategies import Single
 from uniscale_lc.testing.openai_server import OpenAIServer
 
 pytestmark = pytest.mark.timeout(240)
@@ -201,6 +207,38 @@ async def test_a_penalised_arm_is_picked_again_once_its_endpoint_heals(server: O
     )
 
 
+def test_after_a_long_outage_the_healed_arm_is_tried_again() -> None:
+    """Policy-level (thousands of requests in seconds): the chat model's failure rule, quality 0 for a failed
+    attempt then a fallback, through a 1,000-request outage of the best arm; the arm must be picked again."""
+    featurizer = HashingFeaturizer()
+    space = ArmSpace.product(
+        [ModelSpec(model=name, input_usd_per_mtok=0.0, output_usd_per_mtok=0.0) for name in ("best", "ok")],
+        [Single()],
+    )
+    policy = LinUCB()
+    policy.bind(space, featurizer.dim)
+    quality = {"best|single": 1.0, "ok|single": 0.5}
+    warm, outage, after = 50, 1000, 2000
+    failed_attempts, first_retry, picks_after = 0, None, 0
+    for index in range(warm + outage + after):
+        x = featurizer.transform(f"question number {index % 13} about {index % 5}")
+        decision = policy.select(x)
+        if warm <= index < warm + outage and decision.arm_id == "best|single":
+            policy.update(decision, 0.0)  # what UniScaleChat teaches for a failed attempt
+            failed_attempts += 1
+            decision = policy.select(x, ["ok|single"])
+        policy.update(decision, quality[decision.arm_id])
+        if index >= warm + outage and decision.arm_id == "best|single":
+            picks_after += 1
+            if first_retry is None:
+                first_retry = index - warm - outage
+    assert first_retry is not None, "the healed arm was starved for 2,000 requests"
+    print(
+        f"\n1,000-request outage after {warm} warm-up: {failed_attempts} failed attempts; after healing the arm "
+        f"was first tried again after {first_retry} requests and picked {picks_after} times in {after}"
+    )
+
+
 async def test_1000_faulted_requests_leak_no_thread_task_or_descriptor(server: OpenAIServer) -> None:
     router = make_router(server)
     rng = random.Random(1000)
@@ -239,7 +277,13 @@ async def test_1000_faulted_requests_leak_no_thread_task_or_descriptor(server: O
     fds_after, threads_after = open_fds(), thread_names()
     assert sum(outcomes.values()) == 1000
     assert len(asyncio.all_tasks()) == tasks_before
-    assert threads_after == threads_before
+    # The loop's default executor (DNS lookups, to_thread) grows lazily up to its fixed max_workers; any
+    # other new thread would be a leak.
+    executor_max = min(32, (os.cpu_count() or 1) + 4)
+    assert [t for t in threads_after if not t.startswith("asyncio_")] == [
+        t for t in threads_before if not t.startswith("asyncio_")
+    ]
+    assert sum(t.startswith("asyncio_") for t in threads_after) <= executor_max
     # Keep-alive connections are pooled (two descriptors each in this process: client and server end), so
     # the count moves with the pool, never with the number of requests: at most one connection per
     # concurrent request, after any number of requests.
