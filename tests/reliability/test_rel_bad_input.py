@@ -88,12 +88,6 @@ def test_non_text_content_and_enormous_prompts_get_an_answer() -> None:
         assert chat.invoke(messages).response_metadata["uniscale"]["decision_id"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="UniScaleChat sends an empty message list to every arm; each answers 400, each arm is penalised "
-    "with quality 0 for the caller's mistake, and the caller gets AllArmsFailedError instead of a "
-    "ConfigError up front (reported to the chat-model owner; see docs/reliability.md, known gaps)",
-)
 def test_an_empty_message_list_is_refused_up_front_without_penalising_any_arm() -> None:
     with OpenAIServer(models=fault_models()) as server:
         router = make_router(server)
@@ -221,11 +215,6 @@ def test_foreign_or_hand_edited_state_files_are_refused_with_state_error(tmp_pat
     assert path.read_bytes() == edited  # a refused file is never overwritten
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="UniScaleChat.__init__ unwraps ConfigError from pydantic's ValidationError but not StateError, so a "
-    "bad state_path surfaces as pydantic.ValidationError (reported to the chat-model owner)",
-)
 def test_a_bad_state_file_raises_state_error_itself(tmp_path: Path) -> None:
     path = tmp_path / "router.npz"
     path.write_bytes(b"not a state file")
