@@ -262,7 +262,7 @@ class UniScaleChat(BaseChatModel):
             # pydantic wraps what model_post_init raises; hand the caller our ConfigError itself.
             for detail in error.errors():
                 cause = (detail.get("ctx") or {}).get("error")
-                if isinstance(cause, ConfigError):
+                if isinstance(cause, (ConfigError, StateError)):
                     raise cause from None
             raise
 
@@ -565,6 +565,11 @@ class UniScaleChat(BaseChatModel):
         kwargs: dict[str, Any],
         request_id: str | None,
     ) -> _Request:
+        if not messages:
+            # The caller's mistake: refuse it before any arm is called (and so before any arm is penalised).
+            raise ConfigError(
+                "messages: got an empty list; pass at least one message, e.g. chat.invoke('Hello')"
+            )
         tools = kwargs.get("tools") or None
         model = kwargs.get("model")
         candidates = self._candidates(bool(tools), model if isinstance(model, str) else None)

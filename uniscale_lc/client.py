@@ -17,7 +17,16 @@ import random
 import sys
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from types import ModuleType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -77,6 +86,9 @@ def _guard_s(timeout_s: float) -> float:
 
 
 _MAX_DETAIL_CHARS = 600
+# No tokenizer averages more than this many characters a token: an answer longer than max_tokens times this
+# comes from a broken endpoint (one that ignores max_tokens or under-reports its tokens), not from the model.
+MAX_CHARS_PER_TOKEN = 32
 
 _litellm_module: ModuleType | None = None
 
@@ -418,6 +430,18 @@ def _parse_response(response: Any, *, use_litellm_cost: bool) -> _CallResult:
     return _CallResult(choices, input_tokens, output_tokens, cost)
 
 
+def check_answer_length(texts: Iterable[str], max_tokens: int | None, *, streamed_chars: int = 0) -> None:
+    """Refuse an answer longer than `max_tokens * MAX_CHARS_PER_TOKEN` characters: the endpoint is broken.
+
+    Characters, not reported tokens: a broken server may under-report, and tokens are summed over `n` choices.
+    """
+    if max_tokens is None:
+        return
+    longest = max([streamed_chars, *(len(text) for text in texts)])
+    if longest > max_tokens * MAX_CHARS_PER_TOKEN:
+        raise _MalformedResponse(f"an answer of {longest} characters is far over max_tokens={max_tokens}")
+
+
 # ---- per-spec facts, resolved once ------------------------------------------------------------------------
 
 
@@ -633,7 +657,9 @@ class ModelClient:
 
     async def _attempt(self, spec: ModelSpec, target: _Target, kwargs: dict[str, Any]) -> _CallResult:
         response = await _deadline(_litellm().acompletion(**kwargs), _guard_s(spec.timeout_s))
-        return _parse_response(response, use_litellm_cost=target.use_litellm_cost)
+        result = _parse_response(response, use_litellm_cost=target.use_litellm_cost)
+        check_answer_length((choice.text for choice in result.choices), kwargs.get("max_tokens"))
+        return result
 
     async def _call(
         self, spec: ModelSpec, target: _Target, kwargs: dict[str, Any], secrets: list[str | None]
@@ -831,6 +857,7 @@ class ModelClient:
                             held.append(piece)
                             continue
                         output_chars += len(text)
+                        check_answer_length((), max_tokens, streamed_chars=output_chars)
                         yielded = True
                         yield piece
                 if not finished:
