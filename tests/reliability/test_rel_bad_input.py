@@ -20,12 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import HumanMessage, SystemMessage
-from pydantic import ValidationError
 from reliability_helpers import fault_models, make_router
 from test_rel_load import InstantClient, _specs
 
 from uniscale_lc.chat_model import UniScaleChat
-from uniscale_lc.errors import ConfigError, FeedbackError, StateError, UniScaleError
+from uniscale_lc.errors import ConfigError, FeedbackError, StateError
 from uniscale_lc.store import load_state, save_state
 from uniscale_lc.strategies import MajorityVote, Single
 from uniscale_lc.testing.openai_server import OpenAIServer
@@ -41,22 +40,6 @@ def _quiet(caplog: pytest.LogCaptureFixture) -> None:
 
 def _chat(**fields: Any) -> UniScaleChat:
     return UniScaleChat(models=_specs(), client=InstantClient(), **fields)
-
-
-def _construct(**fields: Any) -> UniScaleChat:
-    """`_chat`, except that a StateError pydantic wrapped into a ValidationError is raised as itself.
-
-    UniScaleChat's constructor unwraps its own ConfigError but not StateError (reported; see
-    test_a_bad_state_file_raises_state_error_itself); the message is the same either way.
-    """
-    try:
-        return _chat(**fields)
-    except ValidationError as error:
-        for detail in error.errors():
-            cause = (detail.get("ctx") or {}).get("error")
-            if isinstance(cause, UniScaleError):
-                raise cause from None
-        raise
 
 
 def _learnt(chat: UniScaleChat) -> dict[str, Any]:
@@ -211,7 +194,7 @@ def test_foreign_or_hand_edited_state_files_are_refused_with_state_error(tmp_pat
     _rewrite_meta(path, edit)
     edited = path.read_bytes()
     with pytest.raises(StateError):
-        _construct(state_path=str(path))
+        _chat(state_path=str(path))
     assert path.read_bytes() == edited  # a refused file is never overwritten
 
 
@@ -334,7 +317,7 @@ def test_fuzz_state_loader(tmp_path_factory: pytest.TempPathFactory, data: Any) 
     with contextlib.suppress(StateError):
         load_state(path)
     with contextlib.suppress(StateError):
-        _construct(state_path=str(path))
+        _chat(state_path=str(path))
     assert path.read_bytes() == bytes(blob)
     assert sorted(p.name for p in path.parent.iterdir()) in (
         ["router.npz"],
