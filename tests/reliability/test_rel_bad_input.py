@@ -61,7 +61,9 @@ def _same(a: Any, b: Any) -> bool:
 
 def test_non_text_content_and_enormous_prompts_get_an_answer() -> None:
     chat = _chat()
-    image = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+    image: list[str | dict[Any, Any]] = [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    ]
     for messages in (
         [HumanMessage(content=image)],
         [SystemMessage("only a system message")],
