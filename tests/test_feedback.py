@@ -101,8 +101,9 @@ def test_feedback_survives_a_restart_with_state_path(
     first = make_chat(state_path=str(path))
     answered = first.invoke("what is six times seven?")
     first.feedback(first.invoke("warm up").response_metadata["uniscale"]["decision_id"], 1.0)
-    assert path.exists()  # autosaved after the decision and after the feedback
     explained = first.explain("what is six times seven?")
+    first.close()  # what interpreter exit does: the autosave's last pending save
+    assert path.exists()
 
     second = make_chat(state_path=str(path))  # a new process would do exactly this
     assert second.load_report == []
@@ -110,6 +111,7 @@ def test_feedback_survives_a_restart_with_state_path(
     assert second.stats()["requests"] == 2 and second.stats()["pending"] == 1
     result = second.feedback(decision_id(answered), 1.0)
     assert result.arm_id == answered.response_metadata["uniscale"]["arm"]
+    second.close()
 
     third = make_chat(state_path=str(path))
     assert third.stats()["pending"] == 0
@@ -125,6 +127,7 @@ def test_restart_with_an_arm_removed_says_what_was_dropped(
     kept = first.invoke("q1", model="b")  # `model=` pins the request to that model's arms
     first.feedback(kept, 1.0)  # arm b has learnt state now
     first.invoke("q2", model="b")  # and one decision on it is pending
+    first.close()
     second = make_chat(state_path=str(path), models=[spec_for(server, "a", gpu_usd_per_hour=1.0)])
     report = " ".join(second.load_report)
     assert "dropped 1 pending decisions" in report

@@ -43,6 +43,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 
 from . import client as client_module
 from .arms import Arm, ArmSpace
+from .autosave import Autosaver
 from .client import ModelClient, RetryPolicy, StreamDelta, empty_usage
 from .costs import BudgetPacer, CostModel, cost_penalty, estimate_tokens, reward_from
 from .errors import AllArmsFailedError, ConfigError, FeedbackError, ModelCallError, StateError
@@ -207,6 +208,10 @@ class UniScaleChat(BaseChatModel):
         default=None, description="target mean spend; a BudgetPacer then adapts cost_weight"
     )
     state_path: str | None = Field(default=None, description="file for learnt state (autosaved)")
+    autosave_interval_s: float = Field(
+        default=1.0,
+        description="with state_path: save in the background at most this often; 0 saves on every event",
+    )
     feedback_fn: Callable[..., Any] | None = Field(
         default=None,
         description="fn(messages, ai_message) -> score in [0, 1] or None, for automatic feedback",
@@ -248,6 +253,7 @@ class UniScaleChat(BaseChatModel):
     _stats: dict[str, Any] = PrivateAttr(default_factory=dict)
     _specs: dict[str, ModelSpec] = PrivateAttr(default_factory=dict)
     _load_report: list[str] = PrivateAttr(default_factory=list)
+    _autosaver: Autosaver | None = PrivateAttr(default=None)
 
     def __init__(self, **data: Any) -> None:
         for secret_field in ("api_key", "openai_api_key"):
@@ -314,6 +320,8 @@ class UniScaleChat(BaseChatModel):
         self._stats = {"requests": 0, "failed_requests": 0, "arms": {}}
         if self.state_path is not None and Path(self.state_path).exists():
             self._load()
+        if self.state_path is not None:
+            self._autosaver = Autosaver(self.save, self.autosave_interval_s)
 
     def _build_arm_space(self) -> ArmSpace:
         if self.arms is not None:
@@ -337,6 +345,10 @@ class UniScaleChat(BaseChatModel):
         return ArmSpace.product(self.models, strategies)
 
     def _check_numbers(self) -> None:
+        if not (math.isfinite(self.autosave_interval_s) and self.autosave_interval_s >= 0):
+            raise ConfigError(
+                f"UniScaleChat.autosave_interval_s: got {self.autosave_interval_s!r}; use seconds >= 0 (0: every event)"
+            )
         if self.slo_tpot_ms is not None and not (math.isfinite(self.slo_tpot_ms) and self.slo_tpot_ms > 0):
             raise ConfigError(
                 f"UniScaleChat.slo_tpot_ms: got {self.slo_tpot_ms!r}; use a positive number of ms"
@@ -670,6 +682,7 @@ class UniScaleChat(BaseChatModel):
         self._policy.update(decision, 0.0)
         with self._lock:
             self._arm_stats(arm.id)["failures"] += 1
+        self._autosave()
         failures.append((arm.id, error))
         tried = {arm_id for arm_id, _ in failures}
         remaining = [arm_id for arm_id in request.candidates if arm_id not in tried]
@@ -932,8 +945,7 @@ class UniScaleChat(BaseChatModel):
                 )
             except Exception:
                 logger.exception("uniscale: feedback_fn raised; the decision stays pending")
-        if self.state_path is not None:
-            await asyncio.to_thread(self.save)
+        await self._aautosave()
 
     # ------------------------------------------------------------------ feedback
 
@@ -968,15 +980,15 @@ class UniScaleChat(BaseChatModel):
         result (`duplicate=True`). Raises `FeedbackError` for an unknown key or an invalid score.
         """
         result = self._apply_feedback(key, score)
-        if self.state_path is not None and not result.duplicate:
-            self.save()
+        if not result.duplicate:
+            self._autosave()
         return result
 
     async def afeedback(self, key: Any, score: Any) -> FeedbackResult:
         """Async twin of `feedback`: the state file is written in a worker thread."""
         result = self._apply_feedback(key, score)
-        if self.state_path is not None and not result.duplicate:
-            await asyncio.to_thread(self.save)
+        if not result.duplicate:
+            await self._aautosave()
         return result
 
     @property
@@ -1071,6 +1083,24 @@ class UniScaleChat(BaseChatModel):
             "stats": stats,
             "arm_ids": list(self._arm_space.ids),
         }
+
+    def _autosave(self) -> None:
+        if self._autosaver is not None:
+            self._autosaver.request()
+
+    async def _aautosave(self) -> None:
+        """Mark the state dirty; only a synchronous autosave (interval 0) goes to a worker thread."""
+        if self._autosaver is None:
+            return
+        if self._autosaver.interval_s == 0:
+            await asyncio.to_thread(self._autosaver.request)
+        else:
+            self._autosaver.request()
+
+    def close(self) -> None:
+        """Save what autosave has pending and stop its thread (also done at interpreter exit)."""
+        if self._autosaver is not None:
+            self._autosaver.close()
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write policy, cost model, pending decisions, pacer and stats atomically (default: state_path)."""

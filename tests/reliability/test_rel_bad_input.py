@@ -134,6 +134,7 @@ def _saved_chat(path: Path, requests: int = 6, scored: int = 3) -> tuple[UniScal
         ids.append(message.response_metadata["uniscale"]["decision_id"])
     for decision_id in ids[:scored]:
         chat.feedback(decision_id, 0.8)
+    chat.close()  # the process ends: autosave writes what it had pending
     return chat, ids
 
 

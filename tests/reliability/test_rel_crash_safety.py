@@ -224,8 +224,10 @@ def test_two_chat_models_on_one_state_path_last_complete_save_wins(tmp_path: Pat
     second = UniScaleChat(models=_specs(), client=InstantClient(), state_path=str(path))
     for index in range(5):
         first.feedback(first.invoke(f"first {index}"), 1.0)
+    first.close()
     for index in range(3):
         second.feedback(second.invoke(f"second {index}"), 0.0)
+    second.close()
     restarted = UniScaleChat(models=_specs(), client=InstantClient(), state_path=str(path))
     assert restarted.stats()["requests"] == 3  # wholly the second process's state, the last to save
     assert restarted._policy.state_dict()["shared"]["updates"] == 3
