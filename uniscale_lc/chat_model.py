@@ -44,6 +44,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 from . import client as client_module
 from .arms import Arm, ArmSpace
 from .autosave import Autosaver
+from .breaker import BreakerConfig, CircuitBreakers
 from .client import ModelClient, RetryPolicy, StreamDelta, empty_usage
 from .costs import BudgetPacer, CostModel, cost_penalty, estimate_tokens, reward_from
 from .errors import AllArmsFailedError, ConfigError, FeedbackError, ModelCallError, StateError
@@ -176,6 +177,7 @@ class _Request:
     options: CallOptions
     request_id: str | None
     slo_gate: dict[str, Any] | None = None
+    breaker_blocked: list[str] = dataclasses.field(default_factory=list)
     started: float = dataclasses.field(default_factory=time.perf_counter)
 
 
@@ -217,6 +219,10 @@ class UniScaleChat(BaseChatModel):
         description="fn(messages, ai_message) -> score in [0, 1] or None, for automatic feedback",
     )
     max_fallbacks: int = Field(default=2, description="other arms tried after a failed one")
+    breaker: BreakerConfig | None = Field(
+        default_factory=BreakerConfig,
+        description="per-model circuit breaker (docs/reliability.md); None turns it off",
+    )
     temperature: float | None = None
     max_tokens: int | None = None
     stop: list[str] | None = Field(default=None, description="default stop sequences")
@@ -254,6 +260,7 @@ class UniScaleChat(BaseChatModel):
     _specs: dict[str, ModelSpec] = PrivateAttr(default_factory=dict)
     _load_report: list[str] = PrivateAttr(default_factory=list)
     _autosaver: Autosaver | None = PrivateAttr(default=None)
+    _breakers: CircuitBreakers | None = PrivateAttr(default=None)
 
     def __init__(self, **data: Any) -> None:
         for secret_field in ("api_key", "openai_api_key"):
@@ -310,6 +317,7 @@ class UniScaleChat(BaseChatModel):
             BudgetPacer(self.budget_usd_per_request) if self.budget_usd_per_request is not None else None
         )
         self._feedback = FeedbackStore(ttl_s=self.feedback_ttl_s, max_pending=self.max_pending)
+        self._breakers = CircuitBreakers(self.breaker) if self.breaker is not None else None
         if self.client is not None:
             if not callable(getattr(self.client, "acomplete", None)):
                 raise ConfigError("UniScaleChat.client: pass a ModelClient (or leave it out)")
@@ -591,6 +599,11 @@ class UniScaleChat(BaseChatModel):
             slo = kwargs.get("slo_tpot_ms", self.slo_tpot_ms)
             if slo is not None:
                 candidates, gate_record = self._slo_gate(candidates, float(slo))
+        blocked: list[str] = []
+        if self._breakers is not None:
+            candidates, blocked = self._breakers.filter(
+                candidates, {arm_id: self._arm_space[arm_id].model.display_name for arm_id in candidates}
+            )
         openai_messages: list[dict[str, Any]] = convert_to_openai_messages(messages)
         prompt_tokens = estimate_tokens("\n".join(_text_of(m) for m in messages))
         prediction = self._cost_model.predict(prompt_tokens, candidates)
@@ -619,6 +632,7 @@ class UniScaleChat(BaseChatModel):
             options=options,
             request_id=request_id,
             slo_gate=gate_record,
+            breaker_blocked=blocked,
         )
 
     def _context(self, messages: Sequence[BaseMessage]) -> np.ndarray:
@@ -680,6 +694,8 @@ class UniScaleChat(BaseChatModel):
         """Teach the policy that this arm failed (quality 0) and return the arms still worth trying."""
         logger.warning("uniscale: arm %s failed (%s); falling back", arm.id, error)
         self._policy.update(decision, 0.0)
+        if self._breakers is not None and self._breakers.record_failure(arm.model.display_name):
+            logger.warning("uniscale: circuit breaker opened for model %s", arm.model.display_name)
         with self._lock:
             self._arm_stats(arm.id)["failures"] += 1
         self._autosave()
@@ -861,6 +877,8 @@ class UniScaleChat(BaseChatModel):
 
     def _record(self, request: _Request, outcome: _Outcome, run_id: str | None) -> PendingDecision:
         """Learn the cost, pace the budget, count the pull, and keep the decision for feedback."""
+        if self._breakers is not None:
+            self._breakers.record_success(outcome.arm.model.display_name)
         usage = outcome.result.usage
         cost = float(usage["cost_usd"])
         self._cost_model.observe(
@@ -922,6 +940,7 @@ class UniScaleChat(BaseChatModel):
             "request_id": pending.request_id,
             "policy": outcome.decision.policy,
             "slo_gate": request.slo_gate,
+            "breaker_blocked": request.breaker_blocked,
         }
 
     async def _after_answer(
@@ -1028,6 +1047,7 @@ class UniScaleChat(BaseChatModel):
                 "total_cost_usd": sum(raw["cost_usd"] for raw in self._stats["arms"].values()),
                 "cost_weight": self._cost_weight_now(),
                 "arms": arms,
+                "breakers": self._breakers.snapshot() if self._breakers is not None else {},
             }
 
     def explain(self, prompt: str | Sequence[BaseMessage]) -> list[dict[str, Any]]:
