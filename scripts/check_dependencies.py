@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
 from packaging.requirements import Requirement
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 from packaging.version import Version
 
 COMPROMISED = {"litellm": ["1.82.7", "1.82.8"]}
