@@ -199,7 +199,8 @@ class RidgeStats:
 class LinUCB:
     """Contextual bandit with upper confidence bounds over joint context x arm features.
 
-    alpha: width of the confidence bonus (exploration). ridge: prior precision. forgetting: gamma in
+    alpha: width of the confidence bonus (exploration); the default 0.3 keeps a fresh arm's bonus (about
+    2 alpha for a unit-norm context) near the [0, 1] range of quality. ridge: prior precision. forgetting: gamma in
     (0, 1], 1 keeps all evidence; 0.999 halves an observation's weight after ~700 updates. per_arm:
     add per-arm terms (hybrid model). shared: use the joint model (turn off for classic disjoint LinUCB).
     """
@@ -208,7 +209,7 @@ class LinUCB:
 
     def __init__(
         self,
-        alpha: float = 1.0,
+        alpha: float = 0.3,
         ridge: float = 1.0,
         forgetting: float = 1.0,
         *,
@@ -220,7 +221,7 @@ class LinUCB:
         record_top: int = 5,
     ):
         if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
-            raise ConfigError(f"LinUCB.alpha: got {alpha!r}; use a finite number >= 0 (e.g. 0.5 to 2)")
+            raise ConfigError(f"LinUCB.alpha: got {alpha!r}; use a finite number >= 0 (e.g. 0.1 to 1)")
         if not (isinstance(ridge, (int, float)) and math.isfinite(ridge) and ridge > 0):
             raise ConfigError(f"LinUCB.ridge: got {ridge!r}; use a finite number > 0 (e.g. 1.0)")
         if not (isinstance(forgetting, (int, float)) and 0 < forgetting <= 1):
