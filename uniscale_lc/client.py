@@ -680,22 +680,29 @@ class ModelClient:
             except Exception as exc:
                 failure = _classify(exc, secrets)
             # Raised outside the except block so no provider exception (which may quote headers) is chained.
-            delay = (
-                self.retry.delay_s(attempt, failure.retry_after_s, self._rng) if failure.retryable else None
+            await asyncio.sleep(
+                self._retry_delay_or_raise(spec, failure, attempt, retryable=failure.retryable)
             )
-            if delay is None:
-                error = failure.error(spec.model, attempt)
-                logger.info("%s", error)
-                raise error
-            logger.warning(
-                "%s: attempt %d/%d failed (%s); retrying in %.2f s",
-                spec.model,
-                attempt,
-                self.retry.max_attempts,
-                failure.describe(),
-                delay,
-            )
-            await asyncio.sleep(delay)
+
+    def _retry_delay_or_raise(
+        self, spec: ModelSpec, failure: _Failure, attempt: int, *, retryable: bool, what: str = "attempt"
+    ) -> float:
+        """Seconds to wait before the next attempt, or raise the typed error when no retry is left."""
+        delay = self.retry.delay_s(attempt, failure.retry_after_s, self._rng) if retryable else None
+        if delay is None:
+            error = failure.error(spec.model, attempt)
+            logger.info("%s", error)
+            raise error
+        logger.warning(
+            "%s: %s %d/%d failed (%s); retrying in %.2f s",
+            spec.model,
+            what,
+            attempt,
+            self.retry.max_attempts,
+            failure.describe(),
+            delay,
+        )
+        return delay
 
     # -- public API
 
@@ -886,22 +893,11 @@ class ModelClient:
                 result = _CallResult([], usage_tokens[0], usage_tokens[1], None)
                 yield StreamDelta(usage=self._usage(spec, [result], latency_s))
                 return
-            delay = None
-            if failure.retryable and not yielded:
-                delay = self.retry.delay_s(attempt, failure.retry_after_s, self._rng)
-            if delay is None:
-                error = failure.error(spec.model, attempt)
-                logger.info("%s", error)
-                raise error
-            logger.warning(
-                "%s: stream attempt %d/%d failed (%s); retrying in %.2f s",
-                spec.model,
-                attempt,
-                self.retry.max_attempts,
-                failure.describe(),
-                delay,
+            # Once tokens reached the caller a retry would repeat them: only a clean failure is retried.
+            retryable = failure.retryable and not yielded
+            await asyncio.sleep(
+                self._retry_delay_or_raise(spec, failure, attempt, retryable=retryable, what="stream attempt")
             )
-            await asyncio.sleep(delay)
 
     def complete(
         self,
