@@ -172,6 +172,33 @@ def plots(report: dict[str, Any], img_dir: Path, stem: str) -> list[str]:
     ]
 
 
+WHY_SECTION = [
+    "## Why UniScale loses where it does",
+    "",
+    "- **GSM8K.** The most accurate arm, gpt-4o with a single sample, is also cheap, and none of the "
+    "test-time-scaling arms (gpt-4 majority votes, the verifier over 100 samples) lies on the cost-accuracy "
+    "frontier; the one long vote ladder (llama-2-13b) covers too few questions and is dropped. The unified "
+    "space therefore adds only arms that are off the frontier, which UniScale must still explore and pay "
+    "for, so routing-only, the same learner over Single arms, scores a higher AIQ. UniScale stays far above "
+    "TTS-only and reaches 95% of the best arm's accuracy at a small fraction of its cost.",
+    "- **The two-model datasets** (RouteLLM's MMLU and GSM8K pair, RouterArena) have no test-time-scaling "
+    "arm, so UniScale and routing-only are the same learner and score the same; LLMRouter has only Single "
+    "arms too, and Reflexion's arms are strategies of one model, where UniScale equals TTS-only. Against "
+    "RouteLLM's published reductions, our learners learn online on the test stream and pay for "
+    "exploration, while RouteLLM's routers were trained offline on other data; the `random` rows show how "
+    "much of any call reduction mixing alone gives.",
+    "- **Two settings changed after an earlier run of this page.** LinUCB's default alpha was 1.0, and "
+    "with 79 arms it explored for most of the stream (GSM8K AIQ 0.79); it is now 0.3 everywhere, which "
+    "keeps a fresh arm's bonus near the [0, 1] range of quality. The cost-weight grid ended at 10, which "
+    "never reached the cheap end of any learner's frontier when costs are divided by the dearest arm's; "
+    "it now ends at 300. Both were chosen after seeing GSM8K, so its figures are not a held-out test. "
+    "UniScale's AIQ before -> after, 5 seeds each (this page at commit 36ac1df, then with both changes): "
+    "GSM8K 0.789 -> 0.923; held out: LLMRouter 0.540 -> 0.578, Reflexion 0.799 -> 0.797, "
+    "MMLU 0.744 -> 0.748, RouterArena 0.687 -> 0.687.",
+    "",
+]
+
+
 def aims(reports: dict[str, dict[str, Any]], pair_reports: dict[str, dict[str, Any]]) -> list[str]:
     """The issue's aims, checked against the measured numbers (pass or fail, no tuning)."""
     lines = ["| aim | measured | met |", "|---|---|---|"]
@@ -295,13 +322,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} CPU core(s) ({_cpu()}), total wall time {elapsed / 60:.1f} min",
         f"- seeds {args.seeds}; cost weights {list(base.cost_weights)}; headline weight {base.cost_weight}; "
         f"at most {args.max_questions} questions per dataset (a seeded subset where larger)",
-        "- learners use the library defaults (LinUCB alpha=1.0 with per-arm terms, epsilon-greedy epsilon=0.1); "
-        "nothing was tuned to any dataset",
+        f"- learners use the library defaults (LinUCB alpha={ReplayConfig().linucb_alpha} with per-arm terms, "
+        f"epsilon-greedy epsilon={ReplayConfig().epsilon}); see 'Why UniScale loses where it does' for the two "
+        "settings that were changed after an earlier run of this page",
         "",
         "## The issue's aims",
         "",
         *aims(reports, pair_reports),
         "",
+        *WHY_SECTION,
         "## Summary: AIQ (RouterBench) per dataset",
         "",
         "| dataset | questions | arms | " + " | ".join(POLICY_KEYS) + " |",
