@@ -1,4 +1,4 @@
-"""Wall and CPU time of the full GSM8K replay: every learner and baseline, 5 seeds, the 9-weight sweep.
+"""Wall and CPU time of the full GSM8K replay: every learner and baseline, 5 seeds, the default cost-weight sweep.
 
 Aim (issue 4): under 3 minutes on 2 cores. Run it on an otherwise idle machine; the CPU time it prints
 (summed over worker processes) is the figure that does not depend on what else the machine is doing.
