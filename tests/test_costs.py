@@ -205,3 +205,31 @@ def test_budget_pacer_moves_the_weight_the_right_way_and_validates():
         copy.load_state_dict({"cost_weight": float("nan")})
     with pytest.raises(StateError, match="spend_ema"):
         copy.load_state_dict({"cost_weight": 1.0, "spend_ema": float("nan")})
+
+
+def test_cached_predictions_follow_learning_and_arm_space_changes():
+    """The per-arm cache must never serve a stale prediction: not after the same model learns, not after a
+    reprice (remove and re-add under the same id)."""
+    space = ArmSpace.product([SMALL], STRATEGIES)
+    model = CostModel(space, default_output_tokens=256)
+    arm_ids = space.ids
+    before = model.predict(100).cost_usd.copy()
+    # Another arm on the same model learns longer answers: every arm of that model must be re-predicted.
+    model.observe(arm_ids[0], 100, input_tokens=100, output_tokens=2000, calls=1, latency_s=1.0)
+    after = model.predict(100).cost_usd
+    assert (after > before).all()
+    fresh = CostModel(space, default_output_tokens=256)
+    fresh.load_state_dict(model.state_dict())
+    np.testing.assert_allclose(fresh.predict(100).cost_usd, after, rtol=1e-12)  # same as computed afresh
+    # Reprice the first arm: remove it and add it back with ten times the prices.
+    first = space[arm_ids[0]]
+    pricier = first.model.model_copy(
+        update={
+            "input_usd_per_mtok": first.model.input_usd_per_mtok * 10,
+            "output_usd_per_mtok": first.model.output_usd_per_mtok * 10,
+        }
+    )
+    space.remove(arm_ids[0])
+    space.add(Arm(pricier, first.strategy))
+    repriced = model.predict(100, arm_ids)
+    assert repriced.cost_usd[0] == pytest.approx(10 * after[0], rel=1e-9)

@@ -153,6 +153,8 @@ class CostModel:
         self._lock = threading.RLock()
         self._per_arm: dict[str, _RunningMeans] = {}
         self._per_model: dict[str, _RunningMeans] = {}
+        self._cache: dict[str, tuple[float, float, float, float, float, float, float]] = {}
+        self._cache_version = -1
 
     def observe(
         self,
@@ -186,6 +188,7 @@ class CostModel:
                 "latency_s": latency_s / calls,
             }
             self._per_arm.setdefault(arm_id, _RunningMeans(_PER_CALL)).add(per_call, self.window)
+            self._invalidate_model(arm.model.display_name if arm is not None else None, arm_id)
             if arm is not None:
                 self._per_model.setdefault(arm.model.display_name, _RunningMeans(_PER_CALL)).add(
                     per_call, self.window
@@ -197,39 +200,74 @@ class CostModel:
         weight = self.prior_strength
         return (own.count * own.means[key] + weight * prior) / (own.count + weight)
 
+    def _coefficients(self, arm_id: str) -> tuple[float, float, float, float, float, float, float]:
+        """Per-arm terms of the prediction, which is affine in the prompt's token count:
+
+        cost = cost0 + cost1 * prompt, input tokens = in0 + in1 * prompt; then output tokens, calls, latency.
+        """
+        arm = self.arm_space[arm_id]
+        model_stats = self._per_model.get(arm.model.display_name)
+        own = self._per_arm.get(arm_id)
+        model_output = self._shrunk(model_stats, "output_tokens", self.default_output_tokens)
+        model_overhead = self._shrunk(model_stats, "input_overhead", 0.0)
+        model_latency = self._shrunk(model_stats, "latency_s", self.default_latency_s_per_call)
+        n_calls = self._shrunk(own, "calls", arm.strategy.expected_calls)
+        output_per_call = self._shrunk(own, "output_tokens", model_output)
+        overhead_per_call = self._shrunk(own, "input_overhead", model_overhead)
+        latency_per_call = self._shrunk(own, "latency_s", model_latency)
+        spec = arm.model
+        input_price = float(spec.input_usd_per_mtok or 0.0) / 1e6
+        output_price = float(spec.output_usd_per_mtok or 0.0) / 1e6
+        gpu_cost = latency_per_call * float(spec.gpu_usd_per_hour or 0.0) / 3600.0
+        return (
+            n_calls * (overhead_per_call * input_price + output_per_call * output_price + gpu_cost),
+            n_calls * input_price,
+            n_calls * overhead_per_call,
+            n_calls * output_per_call,
+            n_calls,
+            latency_per_call * _sequential_calls(arm.strategy.kind, n_calls),
+            n_calls,  # input tokens grow by n_calls per prompt token
+        )
+
     def predict(self, prompt_tokens: float, arm_ids: Sequence[str] | None = None) -> CostPrediction:
-        """Predicted cost of each arm for a prompt of `prompt_tokens` tokens."""
+        """Predicted cost of each arm for a prompt of `prompt_tokens` tokens.
+
+        Per-arm coefficients are cached until that arm's model learns something or the arm space changes,
+        so a request costs O(K) numpy work rather than K Python-level predictions.
+        """
         if not (
             isinstance(prompt_tokens, (int, float)) and math.isfinite(prompt_tokens) and prompt_tokens >= 0
         ):
             raise ConfigError(f"CostModel.predict.prompt_tokens: got {prompt_tokens!r}; pass a count >= 0")
         ids = self.arm_space.ids if arm_ids is None else tuple(arm_ids)
-        size = len(ids)
-        cost, inputs, outputs, calls, latency = (np.zeros(size) for _ in range(5))
         with self._lock:
-            for index, arm_id in enumerate(ids):
-                arm = self.arm_space[arm_id]
-                model_stats = self._per_model.get(arm.model.display_name)
-                own = self._per_arm.get(arm_id)
-                model_output = self._shrunk(model_stats, "output_tokens", self.default_output_tokens)
-                model_overhead = self._shrunk(model_stats, "input_overhead", 0.0)
-                model_latency = self._shrunk(model_stats, "latency_s", self.default_latency_s_per_call)
-                n_calls = self._shrunk(own, "calls", arm.strategy.expected_calls)
-                output_per_call = self._shrunk(own, "output_tokens", model_output)
-                input_per_call = prompt_tokens + self._shrunk(own, "input_overhead", model_overhead)
-                latency_per_call = self._shrunk(own, "latency_s", model_latency)
-                spec = arm.model
-                token_cost = (
-                    input_per_call * float(spec.input_usd_per_mtok or 0.0)
-                    + output_per_call * float(spec.output_usd_per_mtok or 0.0)
-                ) / 1e6
-                gpu_cost = latency_per_call * float(spec.gpu_usd_per_hour or 0.0) / 3600.0
-                cost[index] = n_calls * (token_cost + gpu_cost)
-                inputs[index] = n_calls * input_per_call
-                outputs[index] = n_calls * output_per_call
-                calls[index] = n_calls
-                latency[index] = latency_per_call * _sequential_calls(arm.strategy.kind, n_calls)
-        return CostPrediction(ids, cost, inputs, outputs, calls, latency)
+            if self._cache_version != self.arm_space.version:
+                self._cache.clear()
+                self._cache_version = self.arm_space.version
+            rows = []
+            for arm_id in ids:
+                row = self._cache.get(arm_id)
+                if row is None:
+                    row = self._cache[arm_id] = self._coefficients(arm_id)
+                rows.append(row)
+        table = np.array(rows, dtype=np.float64).reshape(len(ids), 7)
+        tokens = float(prompt_tokens)
+        return CostPrediction(
+            ids,
+            table[:, 0] + table[:, 1] * tokens,
+            table[:, 2] + table[:, 6] * tokens,
+            table[:, 3].copy(),
+            table[:, 4].copy(),
+            table[:, 5].copy(),
+        )
+
+    def _invalidate_model(self, model_name: str | None, arm_id: str) -> None:
+        """Drop cached coefficients of `arm_id` and of every arm on the same model (they share its stats)."""
+        self._cache.pop(arm_id, None)
+        if model_name is not None:
+            for other in self.arm_space:
+                if other.model.display_name == model_name:
+                    self._cache.pop(other.id, None)
 
     def state_dict(self) -> dict[str, Any]:
         with self._lock:
@@ -253,6 +291,7 @@ class CostModel:
                 target[str(name)] = stats
         with self._lock:
             self._per_arm, self._per_model = per_arm, per_model
+            self._cache.clear()
 
 
 def _sequential_calls(kind: str, calls: float) -> float:
