@@ -33,8 +33,9 @@ class FakeClock:
 def test_opens_after_threshold_then_half_opens_after_cooldown_and_backs_off() -> None:
     clock = FakeClock()
     breakers = CircuitBreakers(BreakerConfig(failure_threshold=3, cooldown_s=5.0, max_cooldown_s=12.0), clock)
+    assert not breakers.any_open()
     assert [breakers.record_failure("m") for _ in range(3)] == [False, False, True]
-    assert not breakers.allow("m") and breakers.open_keys() == ["m"]
+    assert not breakers.allow("m") and breakers.open_keys() == ["m"] and breakers.any_open()
     clock.now += 5.0
     assert breakers.allow("m")  # half-open: the next result decides
     assert breakers.record_failure("m")  # the probe failed: re-opened with a doubled cooldown

@@ -64,6 +64,11 @@ class CircuitBreakers:
             breaker = self._breakers.get(key)
             return breaker is None or breaker.opened_until is None or self._clock() >= breaker.opened_until
 
+    def any_open(self) -> bool:
+        """Whether any breaker is open or half-open: the common all-closed case can skip `filter`."""
+        with self._lock:
+            return any(breaker.opened_until is not None for breaker in self._breakers.values())
+
     def filter(self, candidates: Sequence[str], key_of: Mapping[str, str]) -> tuple[tuple[str, ...], list[str]]:
         """(allowed, blocked) candidate ids; if every candidate is blocked, all are allowed (try anyway)."""
         allowed = [arm_id for arm_id in candidates if self.allow(key_of[arm_id])]

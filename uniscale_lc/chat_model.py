@@ -600,7 +600,7 @@ class UniScaleChat(BaseChatModel):
             if slo is not None:
                 candidates, gate_record = self._slo_gate(candidates, float(slo))
         blocked: list[str] = []
-        if self._breakers is not None:
+        if self._breakers is not None and self._breakers.any_open():
             candidates, blocked = self._breakers.filter(
                 candidates, {arm_id: self._arm_space[arm_id].model.display_name for arm_id in candidates}
             )
