@@ -85,6 +85,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", metavar="N", type=int, default=0, help="processes (default: one per core)"
     )
+    parser.add_argument(
+        "--featurizer",
+        choices=("hashing", "minilm"),
+        default="hashing",
+        help="prompt features (default hashing)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -105,6 +111,7 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
         "max_questions": args.max_questions,
         "min_coverage": args.min_coverage,
         "workers": args.workers,
+        "featurizer": args.featurizer,
     }
     if args.cost_weight is not None:
         changes["cost_weight"] = args.cost_weight

@@ -27,7 +27,7 @@ import numpy as np
 from ..arms import Arm, ArmSpace
 from ..costs import CostModel, cost_penalty, estimate_tokens
 from ..errors import ConfigError
-from ..features import HashingFeaturizer
+from ..features_minilm import FEATURIZERS, make_featurizer
 from ..model_spec import ModelSpec
 from ..policy import EpsilonGreedy, LinUCB, UniformRandom
 from ..policy.base import Policy
@@ -75,6 +75,7 @@ class ReplayConfig:
     vote_ladder: tuple[int, ...] = DEFAULT_VOTE_LADDER
     max_questions: int | None = None
     feature_dim: int = 64
+    featurizer: str = "hashing"  # or "minilm" (the [minilm] extra; docs/features.md)
     linucb_alpha: float = 0.3  # the library default (LinUCB)
     linucb_per_arm: bool = True
     epsilon: float = 0.1
@@ -100,6 +101,10 @@ class ReplayConfig:
             raise ConfigError(f"ReplayConfig.drift: unknown {unknown}; choose from {list(DRIFT_SCENARIOS)}")
         if self.max_questions is not None and self.max_questions < 2:
             raise ConfigError(f"ReplayConfig.max_questions: got {self.max_questions}; use >= 2 or None")
+        if self.featurizer not in FEATURIZERS:
+            raise ConfigError(
+                f"ReplayConfig.featurizer: got {self.featurizer!r}; choose from {list(FEATURIZERS)}"
+            )
         if self.workers < 0:
             raise ConfigError(f"ReplayConfig.workers: got {self.workers}; use >= 1, or 0 for one per core")
         # The headline weight is always part of the sweep, so its point lies on every frontier.
@@ -175,7 +180,7 @@ class ReplayEnvironment:
             table = table.subset(chosen)
         outcomes = build_recorded_arms(table, vote_ladder=config.vote_ladder)
         outcomes = filter_arms(outcomes, config.arms).restrict_to_common(config.min_coverage)
-        featurizer = HashingFeaturizer(dim=config.feature_dim)
+        featurizer = make_featurizer(config.featurizer, config.feature_dim)
         features = featurizer.transform_batch(list(outcomes.prompts))
         prompt_tokens = np.array([estimate_tokens(prompt) for prompt in outcomes.prompts], dtype=np.float64)
         return cls(
