@@ -38,24 +38,29 @@ class SharedFeedback:
         self.shared = shared
         self.local = local
 
-    def add(self, pending: PendingDecision) -> list[PendingDecision]:
-        """Keep `pending` locally and in the store; returns the local decisions dropped to make room."""
+    def add(self, pending: PendingDecision, usage: Sequence[UpdateEvent] = ()) -> list[PendingDecision]:
+        """Keep `pending` locally and in the store, with the `usage` events of its answer (cost model,
+        pacer); returns the local decisions dropped to make room."""
         dropped = self.local.add(pending)
-        self.shared.put_pending(pending)
+        batch = Batch("usage:" + pending.decision_id, self.shared.replica_id, tuple(usage)) if usage else None
+        self.shared.put_pending(pending, batch)
         return dropped
 
     def apply(self, key: Any, quality: float, learn: Learn) -> FeedbackResult:
         """Score the decision behind `key` (decision id, run id or request id) once across the fleet."""
         name = normalise_key(key)
         reachable = True
-        try:
-            found = self.shared.resolve(name)
-        except StoreUnavailable:
-            found, reachable = None, False
+        # A decision this replica made needs no look-up: the commit itself refuses a second scoring.
+        found: PendingDecision | FeedbackResult | None = self.local.find(name)
+        if found is None:
+            try:
+                found = self.shared.resolve(name)
+            except StoreUnavailable:
+                reachable = False
         if isinstance(found, FeedbackResult):
             self._forget_local(name, found)
             return dataclasses.replace(found, duplicate=True)
-        pending = found if isinstance(found, PendingDecision) else self.local.find(name)
+        pending = found
         if pending is None:
             previous = self.local.previous_result(name)
             if previous is not None:

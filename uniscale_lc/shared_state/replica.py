@@ -65,6 +65,7 @@ class CommitOutcome:
 @dataclass(frozen=True)
 class _PendingWrite:
     pending: PendingDecision
+    usage: tuple[str, bytes] | None = None  # (batch id, encoded batch) of the answer's usage
 
 
 @dataclass(frozen=True)
@@ -276,8 +277,9 @@ class SharedState:
         if isinstance(item, _PendingWrite):
             pending = item.pending
             aliases = [normalise_key(a) for a in (pending.run_id, pending.request_id) if a]
+            usage = None if item.usage is None else (*item.usage, self.dedup_ttl_ms)
             self.store.put_pending(
-                pending.decision_id, aliases, encode_pending(pending), self.feedback_ttl_ms
+                pending.decision_id, aliases, encode_pending(pending), self.feedback_ttl_ms, usage
             )
             return True, b""
         return self.store.commit(item.batch_id, item.payload, item.result, self.dedup_ttl_ms, item.pending_id)
@@ -294,9 +296,11 @@ class SharedState:
         self._enqueue(item)
         return None
 
-    def put_pending(self, pending: PendingDecision) -> None:
-        """Keep a decision where any replica's feedback finds it (after the answer, never before it)."""
-        self._write_or_buffer(_PendingWrite(pending))
+    def put_pending(self, pending: PendingDecision, usage: Batch | None = None) -> None:
+        """Keep a decision where any replica's feedback finds it (after the answer, never before it),
+        with the batch of what answering cost (cost model, pacer), in one round trip."""
+        encoded = None if usage is None else (usage.batch_id, encode_batch(usage))
+        self._write_or_buffer(_PendingWrite(pending, encoded))
 
     def commit(
         self, batch: Batch, result: FeedbackResult | None = None, pending_id: str = ""
@@ -372,14 +376,15 @@ class SharedState:
 
     def _check_store_seq(self) -> None:
         """Learn how far the log goes (for `behind`), and notice a store that lost its history."""
+        position = self.applied_seq  # read first: the log only grows, so store_seq >= position unless reset
         store_seq = self.store.last_seq()
-        if store_seq < self.applied_seq <= self.store_seq:  # counted once per reset
+        if store_seq < position <= self.store_seq:  # counted once per reset
             logger.error(
                 "uniscale: the shared log at %s restarts below this replica's position (%d < %d): Redis "
                 "lost its data (persistence off?); the local copy keeps what it learnt",
                 self.store.url.shown,
                 store_seq,
-                self.applied_seq,
+                position,
             )
             self._counters["store_resets"] += 1
         self.store_seq = store_seq
