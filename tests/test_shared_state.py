@@ -358,3 +358,33 @@ def test_answer_usage_reaches_every_replicas_cost_model_and_budget_pacer(redis_u
     finally:
         a.close()
         b.close()
+
+
+def test_a_foreign_log_entry_is_skipped_alike_by_every_replica(redis_url: str) -> None:
+    a, b = Replica(redis_url), Replica(redis_url)
+    store = RedisStore(parse_store_url(redis_url))
+    try:
+        first = a.request(np.full(DIM, 0.1))
+        a.score(first.decision_id, 0.9)
+        seq = store.client.incr(store.seq_key)
+        store.client.xadd(store.log_key, {"s": seq, "e": pickle.dumps({"not": "ours"})})
+        second = b.request(np.full(DIM, -0.1))
+        b.score(second.decision_id, 0.2)
+        for replica in (a, b):
+            assert replica.shared.wait_until(lambda r=replica: r.shared.stats()["updates"] == 2)
+            assert replica.shared.stats()["unreadable_entries"] == 1
+        assert_same_policy(a.policy, b.policy, tolerance=0.0)
+    finally:
+        store.close()
+        a.close()
+        b.close()
+
+
+def test_an_oversized_snapshot_is_refused_before_it_is_transferred(redis_url: str) -> None:
+    store = RedisStore(parse_store_url(redis_url))
+    try:
+        store.client.hset(store.snapshot_key, mapping={"seq": 1, "entry_id": "1-0", "payload": b"x" * 2048})
+        with pytest.raises(StateError, match="over the 1024-byte limit"):
+            store.snapshot(max_bytes=1024)
+    finally:
+        store.close()
