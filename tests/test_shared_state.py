@@ -388,3 +388,23 @@ def test_an_oversized_snapshot_is_refused_before_it_is_transferred(redis_url: st
             store.snapshot(max_bytes=1024)
     finally:
         store.close()
+
+
+def test_a_replica_with_local_state_joining_a_used_store_adopts_the_store(redis_url: str) -> None:
+    first = Replica(redis_url)
+    try:
+        pending = first.request(np.full(DIM, 0.3))
+        first.score(pending.decision_id, 0.8)
+        local = make_policy()  # learnt alone (say, from an old state file): the store must win
+        rng = np.random.default_rng(9)
+        for _ in range(5):
+            x = rng.standard_normal(DIM) / 3
+            local.update(local.select(x), 0.1)
+        joined = SharedState.connect(redis_url, LearnerFold(local, updates=5))
+        try:
+            assert joined.stats()["updates"] == 1
+            assert_same_policy(local, first.policy)
+        finally:
+            joined.close()
+    finally:
+        first.close()

@@ -157,13 +157,17 @@ class SharedState:
 
     def _seed_or_load(self) -> None:
         with self._apply_lock:
-            # A replica with learnt state (a state file) joining an empty store hands it to the fleet.
-            if self.fold.updates and self.store.last_seq() == 0:
+            # The first replica on an empty store seeds it with its state (fresh, or learnt and loaded from
+            # a state file: the path from one process to a fleet), so that every replica, whatever it
+            # loaded locally, starts from the same snapshot and folds the same log on top of it.
+            if self.store.snapshot_seq() < 0 and self.store.last_seq() == 0:
                 seed = encode_snapshot(
                     self.fold.state_dict(), seq=0, entry_id="0-0", updates=self.fold.updates
                 )
                 if self.store.seed(seed):
-                    logger.info("uniscale: seeded the shared store with %d local updates", self.fold.updates)
+                    logger.info(
+                        "uniscale: seeded the shared store (%d updates learnt before)", self.fold.updates
+                    )
             self._load_snapshot()
             self._catch_up(block=False)
 
