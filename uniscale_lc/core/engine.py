@@ -197,7 +197,9 @@ class RoutingEngine:
                 except ModelCallError as error:
                     remaining = self._learn_failure(request, decision, arm, error, failures)
                     continue
-                yield CompletionChunk(text=result.text or "")
+                yield CompletionChunk(
+                    text=result.text or "", decision_id=decision.decision_id, model=arm.model.model
+                )
                 break
             sent: list[str] = []
             raw_calls: list[dict[str, Any]] = []
@@ -217,7 +219,12 @@ class RoutingEngine:
                     if not delta.text and not calls:
                         continue
                     sent.append(delta.text or "")
-                    yield CompletionChunk(text=delta.text or "", tool_calls=calls)
+                    yield CompletionChunk(
+                        text=delta.text or "",
+                        tool_calls=calls,
+                        decision_id=decision.decision_id,
+                        model=arm.model.model,
+                    )
             except ModelCallError as error:
                 if sent:  # tokens already reached the caller: no clean fallback
                     self._policy.update(decision, 0.0)
@@ -230,7 +237,9 @@ class RoutingEngine:
         resolved_run_id = run_id() if callable(run_id) else run_id
         completion, pending = self._finish(request, Outcome(arm, decision, result, failures), resolved_run_id)
         await self._after_answer(self._score_hook(messages, score), completion, pending)
-        yield CompletionChunk(completion=completion)
+        yield CompletionChunk(
+            completion=completion, decision_id=completion.decision_id, model=completion.model
+        )
 
     @staticmethod
     def _streamed_result(

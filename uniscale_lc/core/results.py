@@ -56,6 +56,11 @@ class CompletionChunk:
     text: str = ""
     tool_calls: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     completion: Completion | None = None
+    # The decision and the litellm model of the arm that is answering, on every chunk: a fallback happens
+    # only before the first chunk, so a front-end can name the decision before the stream's body (the
+    # server's x-uniscale-decision-id header).
+    decision_id: str | None = None
+    model: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
