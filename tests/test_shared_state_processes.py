@@ -4,6 +4,7 @@ equal one learner fed the store's updates in order; Redis killed and restarted m
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 from typing import Any
@@ -68,7 +69,11 @@ def _observer(url: str, results: Any) -> None:
 
 @pytest.mark.timeout(120)
 def test_four_processes_learn_one_policy_that_a_fifth_equals(redis_url: str) -> None:
-    context = multiprocessing.get_context("spawn")
+    # One interpreter imports numpy and uniscale_lc once and forks the five replicas from it: spawn would
+    # import them five times, fork would copy this process's threads' locks.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `make test` sets: BLAS threads only contend here
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["test_shared_state_processes"])
     results = context.Queue()
     processes = [context.Process(target=_observer, args=(redis_url, results))]
     processes += [context.Process(target=_worker, args=(redis_url, i, results)) for i in range(WORKERS)]
