@@ -47,10 +47,11 @@ def _redis_binary() -> str:
 
 @pytest.fixture(scope="session")
 def redis_server():
-    """One redis-server on a free 127.0.0.1 port for the session (AOF on), stopped at the end."""
+    """One redis-server on a free 127.0.0.1 port for the session, stopped at the end. Its AOF is fsynced
+    once a second: the tests that kill Redis use `private_redis`, fsynced on every write."""
     from uniscale_lc.testing.redis_server import RedisServer
 
-    server = RedisServer(_redis_binary()).start()
+    server = RedisServer(_redis_binary(), appendfsync="everysec").start()
     yield server
     server.stop()
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from uniscale_lc.arms import ArmSpace
+from uniscale_lc.costs import BudgetPacer, CostModel
 from uniscale_lc.errors import ConfigError, FeedbackError, StateError
 from uniscale_lc.feedback import FeedbackResult, FeedbackStore, PendingDecision
 from uniscale_lc.model_spec import ModelSpec
@@ -65,16 +66,22 @@ def learn(pending: PendingDecision, quality: float) -> tuple[tuple[RewardUpdate,
 class Replica:
     """The learning path of one app replica, as the Router runs it: select locally, feedback shared."""
 
-    def __init__(self, url: str, **options: Any):
-        self.policy = make_policy()
-        self.fold = LearnerFold(self.policy)
+    def __init__(self, url: str, *, costs: bool = False, **options: Any):
+        space = make_space()
+        self.policy = make_policy(space)
+        self.cost_model = CostModel(space) if costs else None
+        self.pacer = BudgetPacer(0.001) if costs else None
+        self.fold = LearnerFold(self.policy, self.cost_model, self.pacer)
         self.shared = SharedState.connect(url, self.fold, **options)
         self.feedback = SharedFeedback(self.shared, FeedbackStore())
 
-    def request(self, x: np.ndarray, request_id: str | None = None) -> PendingDecision:
+    def request(
+        self, x: np.ndarray, request_id: str | None = None, cost_usd: float = 0.001
+    ) -> PendingDecision:
         decision = self.policy.select(x)
-        pending = PendingDecision(decision, 0.001, 0.001, 0.2, request_id=request_id)
-        self.feedback.add(pending)
+        pending = PendingDecision(decision, cost_usd, 0.001, 0.2, request_id=request_id)
+        usage = CostObservation(decision.arm_id, 20.0, 20.0, 50.0, 1.0, 0.3, cost_usd)
+        self.feedback.add(pending, usage=[usage] if self.cost_model is not None else [])
         return pending
 
     def score(self, key: str, quality: float) -> FeedbackResult:
@@ -99,7 +106,9 @@ def policy_arrays(state: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[
 
 def assert_same_policy(a: LinUCB, b: LinUCB, tolerance: float = 1e-9) -> None:
     for policy in (a, b):
-        policy.score(np.zeros(DIM))  # gives every arm its (prior) slot, so untried arms compare too
+        policy.score(
+            np.zeros(policy.context_dim)
+        )  # gives every arm its (prior) slot: untried arms compare too
     left, right = dict(policy_arrays(a.state_dict())), dict(policy_arrays(b.state_dict()))
     assert left.keys() == right.keys()
     for key in left:
@@ -117,9 +126,9 @@ def log_batches(url: str) -> list[Batch]:
         store.close()
 
 
-def single_learner(batches: list[Batch]) -> LinUCB:
+def single_learner(batches: list[Batch], policy: LinUCB | None = None) -> LinUCB:
     """A fresh policy fed every reward update of `batches` in order: what every replica must equal."""
-    policy = make_policy()
+    policy = policy or make_policy()
     for batch in batches:
         for event in batch.events:
             if isinstance(event, RewardUpdate):
@@ -174,7 +183,7 @@ def test_snapshot_round_trip_restores_the_policy_exactly() -> None:
                 {"format": codec.FORMAT, "v": 1, "type": "batch", "id": "b", "origin": "o",
                  "events": [{"k": "reward", "x": [1.0, "nan"], "a": "arm", "r": 1.0}]}
             ).encode(),
-            "finite number",
+            "finite numbers",
         ),
         (
             json.dumps(
@@ -334,3 +343,70 @@ def test_a_replica_with_learnt_state_seeds_an_empty_store(redis_url: str) -> Non
             joiner.close()
     finally:
         seeded.close()
+
+
+def test_answer_usage_reaches_every_replicas_cost_model_and_budget_pacer(redis_url: str) -> None:
+    a, b = Replica(redis_url, costs=True), Replica(redis_url, costs=True)
+    try:
+        for i in range(8):
+            a.request(np.full(DIM, i / 10), cost_usd=0.004)  # four times the budget: the weight must rise
+        for replica in (a, b):
+            assert replica.shared.wait_until(lambda r=replica: r.pacer.requests == 8), replica.shared.stats()
+        assert a.pacer.state_dict() == b.pacer.state_dict() and a.pacer.cost_weight > 0.5
+        assert a.cost_model.state_dict() == b.cost_model.state_dict()
+        assert a.shared.stats()["updates"] == 0  # usage is not a reward update
+        [usage] = {batch.batch_id[:6] for batch in log_batches(redis_url)}
+        assert usage == "usage:"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_foreign_log_entry_is_skipped_alike_by_every_replica(redis_url: str) -> None:
+    a, b = Replica(redis_url), Replica(redis_url)
+    store = RedisStore(parse_store_url(redis_url))
+    try:
+        first = a.request(np.full(DIM, 0.1))
+        a.score(first.decision_id, 0.9)
+        seq = store.client.incr(store.seq_key)
+        store.client.xadd(store.log_key, {"s": seq, "e": pickle.dumps({"not": "ours"})})
+        second = b.request(np.full(DIM, -0.1))
+        b.score(second.decision_id, 0.2)
+        for replica in (a, b):
+            assert replica.shared.wait_until(lambda r=replica: r.shared.stats()["updates"] == 2)
+            assert replica.shared.stats()["unreadable_entries"] == 1
+        assert_same_policy(a.policy, b.policy, tolerance=0.0)
+    finally:
+        store.close()
+        a.close()
+        b.close()
+
+
+def test_an_oversized_snapshot_is_refused_before_it_is_transferred(redis_url: str) -> None:
+    store = RedisStore(parse_store_url(redis_url))
+    try:
+        store.client.hset(store.snapshot_key, mapping={"seq": 1, "entry_id": "1-0", "payload": b"x" * 2048})
+        with pytest.raises(StateError, match="over the 1024-byte limit"):
+            store.snapshot(max_bytes=1024)
+    finally:
+        store.close()
+
+
+def test_a_replica_with_local_state_joining_a_used_store_adopts_the_store(redis_url: str) -> None:
+    first = Replica(redis_url)
+    try:
+        pending = first.request(np.full(DIM, 0.3))
+        first.score(pending.decision_id, 0.8)
+        local = make_policy()  # learnt alone (say, from an old state file): the store must win
+        rng = np.random.default_rng(9)
+        for _ in range(5):
+            x = rng.standard_normal(DIM) / 3
+            local.update(local.select(x), 0.1)
+        joined = SharedState.connect(redis_url, LearnerFold(local, updates=5))
+        try:
+            assert joined.stats()["updates"] == 1
+            assert_same_policy(local, first.policy)
+        finally:
+            joined.close()
+    finally:
+        first.close()

@@ -167,7 +167,12 @@ def _event_from(item: Any, where: str) -> UpdateEvent:
         values = item.get("x")
         if not isinstance(values, list) or not 0 < len(values) <= MAX_CONTEXT_DIM:
             raise StateError(f"shared_state: {where}.x must be a list of 1 to {MAX_CONTEXT_DIM} numbers")
-        context = np.array([_finite(value, f"{where}.x") for value in values], dtype=np.float64)
+        # Exact types first: numpy would read "nan" or true as numbers.
+        if not all(type(value) is float or type(value) is int for value in values):
+            raise StateError(f"shared_state: {where}.x must hold finite numbers only")
+        context = np.array(values, dtype=np.float64)
+        if not np.isfinite(context).all():
+            raise StateError(f"shared_state: {where}.x must hold finite numbers only")
         return RewardUpdate(context, arm_id, _finite(item.get("r"), f"{where}.r"))
     if kind == "cost":
         numbers = {name: _finite(item.get(name), f"{where}.{name}") for name in _COST_FIELDS}

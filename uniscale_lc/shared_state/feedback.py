@@ -9,6 +9,7 @@ reply and a replay after an outage all end in one batch in the log (the others g
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,28 +35,34 @@ def reward_updates(updates: Sequence[tuple[Any, float]]) -> tuple[RewardUpdate, 
 class SharedFeedback:
     """Pending decisions for a replica on a shared store; `apply` is the one way feedback teaches."""
 
-    def __init__(self, shared: SharedState, local: FeedbackStore):
+    def __init__(self, shared: SharedState, local: FeedbackStore, *, lookup_grace_s: float = 0.25):
         self.shared = shared
         self.local = local
+        self.lookup_grace_s = lookup_grace_s
 
-    def add(self, pending: PendingDecision) -> list[PendingDecision]:
-        """Keep `pending` locally and in the store; returns the local decisions dropped to make room."""
+    def add(self, pending: PendingDecision, usage: Sequence[UpdateEvent] = ()) -> list[PendingDecision]:
+        """Keep `pending` locally and in the store, with the `usage` events of its answer (cost model,
+        pacer); returns the local decisions dropped to make room."""
         dropped = self.local.add(pending)
-        self.shared.put_pending(pending)
+        batch = Batch("usage:" + pending.decision_id, self.shared.replica_id, tuple(usage)) if usage else None
+        self.shared.put_pending(pending, batch)
         return dropped
 
     def apply(self, key: Any, quality: float, learn: Learn) -> FeedbackResult:
         """Score the decision behind `key` (decision id, run id or request id) once across the fleet."""
         name = normalise_key(key)
         reachable = True
-        try:
-            found = self.shared.resolve(name)
-        except StoreUnavailable:
-            found, reachable = None, False
+        # A decision this replica made needs no look-up: the commit itself refuses a second scoring.
+        found: PendingDecision | FeedbackResult | None = self.local.find(name)
+        if found is None:
+            try:
+                found = self._resolve_with_grace(name)
+            except StoreUnavailable:
+                reachable = False
         if isinstance(found, FeedbackResult):
             self._forget_local(name, found)
             return dataclasses.replace(found, duplicate=True)
-        pending = found if isinstance(found, PendingDecision) else self.local.find(name)
+        pending = found
         if pending is None:
             previous = self.local.previous_result(name)
             if previous is not None:
@@ -82,6 +89,18 @@ class SharedFeedback:
         if outcome.status == "applied":
             self.shared.sync()  # read-your-writes: the local copy holds this feedback when we return
         return result
+
+    def _resolve_with_grace(self, name: str) -> PendingDecision | FeedbackResult | None:
+        """The store's record of `name`; an unknown key is looked up again for `lookup_grace_s`, since the
+        answering replica's writer thread may still be writing that decision (within a round trip)."""
+        deadline = time.monotonic() + self.lookup_grace_s
+        delay = 0.005
+        while True:
+            found = self.shared.resolve(name)
+            if found is not None or time.monotonic() >= deadline:
+                return found
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     def _forget_local(self, name: str, result: FeedbackResult) -> None:
         """Drop the local copy of a scored decision and remember its result for local duplicates."""

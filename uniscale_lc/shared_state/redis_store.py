@@ -172,23 +172,49 @@ class RedisStore:
 
     # ------------------------------------------------------------------ writes
 
-    def commit(
+    def _commit_call(
         self, batch_id: str, payload: bytes, result: bytes, dedup_ttl_ms: int, pending_id: str
-    ) -> tuple[bool, bytes]:
-        """(True, entry id) when appended now; (False, first result) when this batch was committed before."""
+    ) -> tuple[list[str], list[Any]]:
         keys = [
             self.log_key,
             self.seq_key,
             self.prefix + "done:" + batch_id,
             self.prefix + "pending:" + pending_id,
         ]
-        applied, value = self.call(lambda: self._commit(keys=keys, args=[payload, result, dedup_ttl_ms]))
+        return keys, [payload, result, dedup_ttl_ms]
+
+    def commit(
+        self, batch_id: str, payload: bytes, result: bytes, dedup_ttl_ms: int, pending_id: str
+    ) -> tuple[bool, bytes]:
+        """(True, entry id) when appended now; (False, first result) when this batch was committed before."""
+        keys, args = self._commit_call(batch_id, payload, result, dedup_ttl_ms, pending_id)
+        applied, value = self.call(lambda: self._commit(keys=keys, args=args))
         return bool(applied), bytes(value)
 
-    def put_pending(self, decision_id: str, aliases: Sequence[str], payload: bytes, ttl_ms: int) -> bool:
+    def put_pending(
+        self,
+        decision_id: str,
+        aliases: Sequence[str],
+        payload: bytes,
+        ttl_ms: int,
+        usage: tuple[str, bytes, int] | None = None,
+    ) -> None:
+        """Keep a pending decision, and commit its usage batch (batch id, payload, dedup TTL), in one trip."""
         keys = [self.prefix + "pending:" + decision_id, self.prefix + "done:" + decision_id]
         keys += [self.prefix + "alias:" + alias for alias in aliases]
-        return bool(self.call(lambda: self._put_pending(keys=keys, args=[payload, ttl_ms, decision_id])))
+        args: list[Any] = [payload, ttl_ms, decision_id]
+        if usage is None:
+            self.call(lambda: self._put_pending(keys=keys, args=args))
+            return
+        usage_keys, usage_args = self._commit_call(usage[0], usage[1], b"1", usage[2], usage[0])
+
+        def run() -> Any:
+            pipe = self.client.pipeline(transaction=False)
+            self._put_pending(keys=keys, args=args, client=pipe)
+            self._commit(keys=usage_keys, args=usage_args, client=pipe)
+            return pipe.execute()
+
+        self.call(run)
 
     def resolve(self, key: str) -> tuple[str, str, bytes]:
         """('done', id, result) | ('pending', id, payload) | ('unknown', '', b'')."""

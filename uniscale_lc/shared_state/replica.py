@@ -2,8 +2,9 @@
 
 Decisions never wait on Redis: they read the local fold. A background thread tails the log (XREAD
 BLOCK) and applies every batch in the log's order, its own included, so every replica's policy is the
-one a single learner would have after the same updates in that order. Writes made while Redis is
-unreachable wait in a bounded outbox (counted in `stats()`) and are replayed in order when it is back;
+one a single learner would have after the same updates in that order. Writes off the request path
+(pending decisions, usage, failed arms) go through a bounded outbox that a writer thread empties; while
+Redis is unreachable they wait there (counted in `stats()`) and are replayed in order when it is back;
 the commit script's done-keys make a replay of an already-applied write a no-op.
 """
 
@@ -65,6 +66,7 @@ class CommitOutcome:
 @dataclass(frozen=True)
 class _PendingWrite:
     pending: PendingDecision
+    usage: tuple[str, bytes] | None = None  # (batch id, encoded batch) of the answer's usage
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,9 @@ class SharedState:
         self._apply_lock = threading.RLock()  # the log position and the fold move together
         self._outbox: collections.deque[_PendingWrite | _Commit] = collections.deque()
         self._outbox_lock = threading.Lock()
+        self._outbox_ready = threading.Condition(self._outbox_lock)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self.applied_seq = 0
         self.last_entry_id = "0-0"
         self.store_seq = 0
@@ -154,13 +157,17 @@ class SharedState:
 
     def _seed_or_load(self) -> None:
         with self._apply_lock:
-            # A replica with learnt state (a state file) joining an empty store hands it to the fleet.
-            if self.fold.updates and self.store.last_seq() == 0:
+            # The first replica on an empty store seeds it with its state (fresh, or learnt and loaded from
+            # a state file: the path from one process to a fleet), so that every replica, whatever it
+            # loaded locally, starts from the same snapshot and folds the same log on top of it.
+            if self.store.snapshot_seq() < 0 and self.store.last_seq() == 0:
                 seed = encode_snapshot(
                     self.fold.state_dict(), seq=0, entry_id="0-0", updates=self.fold.updates
                 )
                 if self.store.seed(seed):
-                    logger.info("uniscale: seeded the shared store with %d local updates", self.fold.updates)
+                    logger.info(
+                        "uniscale: seeded the shared store (%d updates learnt before)", self.fold.updates
+                    )
             self._load_snapshot()
             self._catch_up(block=False)
 
@@ -178,11 +185,14 @@ class SharedState:
         self._counters["snapshots_loaded"] += 1
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name=f"uniscale-shared-{self.replica_id}", daemon=True
-            )
-            self._thread.start()
+        """Start the two threads: one tails the log into the fold, one writes what was queued."""
+        if not self._threads:
+            for job, name in ((self._tail_loop, "tail"), (self._write_loop, "write")):
+                thread = threading.Thread(
+                    target=job, name=f"uniscale-shared-{name}-{self.replica_id}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
 
     # ------------------------------------------------------------------ the log
 
@@ -265,28 +275,36 @@ class SharedState:
             logger.warning("uniscale: lost Redis at %s; serving from the local copy", self.store.url.shown)
         self.connected = False
 
+    def _mark_up(self) -> None:
+        self.connected = True
+        self._counters["reconnects"] += 1
+        logger.info("uniscale: Redis at %s is back; replaying buffered updates", self.store.url.shown)
+        with self._outbox_ready:
+            self._outbox_ready.notify_all()
+
     def _enqueue(self, item: _PendingWrite | _Commit) -> None:
-        with self._outbox_lock:
+        with self._outbox_ready:
             self._outbox.append(item)
             while len(self._outbox) > self.max_buffered:
                 self._outbox.popleft()
                 self._counters["dropped"] += 1
+            self._outbox_ready.notify()
 
     def _write(self, item: _PendingWrite | _Commit) -> tuple[bool, bytes]:
         if isinstance(item, _PendingWrite):
             pending = item.pending
             aliases = [normalise_key(a) for a in (pending.run_id, pending.request_id) if a]
+            usage = None if item.usage is None else (*item.usage, self.dedup_ttl_ms)
             self.store.put_pending(
-                pending.decision_id, aliases, encode_pending(pending), self.feedback_ttl_ms
+                pending.decision_id, aliases, encode_pending(pending), self.feedback_ttl_ms, usage
             )
             return True, b""
         return self.store.commit(item.batch_id, item.payload, item.result, self.dedup_ttl_ms, item.pending_id)
 
     def _write_or_buffer(self, item: _PendingWrite | _Commit) -> tuple[bool, bytes] | None:
-        """Write now when Redis is up and nothing waits before this write; None when buffered."""
-        with self._outbox_lock:
-            waiting = bool(self._outbox)
-        if self.connected and not waiting:
+        """Write now when Redis is up; None when queued. Writes need no order among themselves: each is
+        idempotent, and a pending decision written after its feedback's commit is refused by the script."""
+        if self.connected:
             try:
                 return self._write(item)
             except StoreUnavailable:
@@ -294,9 +312,21 @@ class SharedState:
         self._enqueue(item)
         return None
 
-    def put_pending(self, pending: PendingDecision) -> None:
-        """Keep a decision where any replica's feedback finds it (after the answer, never before it)."""
-        self._write_or_buffer(_PendingWrite(pending))
+    def put_pending(
+        self, pending: PendingDecision, usage: Batch | None = None, *, wait: bool = False
+    ) -> None:
+        """Keep a decision where any replica's feedback finds it, with the batch of what answering cost
+        (cost model, pacer), in one round trip: queued for the writer thread (the request path never
+        waits on Redis), or written before returning with `wait=True`."""
+        item = _PendingWrite(pending, None if usage is None else (usage.batch_id, encode_batch(usage)))
+        if wait:
+            self._write_or_buffer(item)
+        else:
+            self._enqueue(item)
+
+    def submit(self, batch: Batch) -> None:
+        """Queue `batch` (e.g. a failed arm's reward-0 update) for the writer thread; never waits."""
+        self._enqueue(_Commit(batch.batch_id, encode_batch(batch), b"1", batch.batch_id))
 
     def commit(
         self, batch: Batch, result: FeedbackResult | None = None, pending_id: str = ""
@@ -349,17 +379,25 @@ class SharedState:
 
     # ------------------------------------------------------------------ the background thread
 
-    def _run(self) -> None:
+    def _write_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._outbox_ready:
+                while not self._stop.is_set() and not (self._outbox and self.connected):
+                    self._outbox_ready.wait(self.retry_interval_s)
+            try:
+                self._flush_outbox()
+            except StoreUnavailable:
+                self._mark_down()
+            except Exception:  # the thread must survive anything; the item stays queued
+                logger.exception("uniscale: shared-state writer error; retrying")
+                self._stop.wait(self.retry_interval_s)
+
+    def _tail_loop(self) -> None:
         while not self._stop.is_set():
             try:
                 if not self.connected:
                     self.store.ping()
-                    self.connected = True
-                    self._counters["reconnects"] += 1
-                    logger.info(
-                        "uniscale: Redis at %s is back; replaying buffered updates", self.store.url.shown
-                    )
-                self._flush_outbox()
+                    self._mark_up()
                 self._catch_up(block=True)
                 self._check_store_seq()
                 self._maybe_snapshot()
@@ -372,14 +410,15 @@ class SharedState:
 
     def _check_store_seq(self) -> None:
         """Learn how far the log goes (for `behind`), and notice a store that lost its history."""
+        position = self.applied_seq  # read first: the log only grows, so store_seq >= position unless reset
         store_seq = self.store.last_seq()
-        if store_seq < self.applied_seq <= self.store_seq:  # counted once per reset
+        if store_seq < position <= self.store_seq:  # counted once per reset
             logger.error(
                 "uniscale: the shared log at %s restarts below this replica's position (%d < %d): Redis "
                 "lost its data (persistence off?); the local copy keeps what it learnt",
                 self.store.url.shown,
                 store_seq,
-                self.applied_seq,
+                position,
             )
             self._counters["store_resets"] += 1
         self.store_seq = store_seq
@@ -397,9 +436,11 @@ class SharedState:
         """Replay what is buffered (for at most `flush_timeout_s`), stop the thread, close the pool."""
         self.wait_until(lambda: not self.buffered, flush_timeout_s)
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
-            self._thread = None
+        with self._outbox_ready:
+            self._outbox_ready.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+        self._threads = []
         if self.buffered:
             logger.warning(
                 "uniscale: %d shared updates still buffered at close were not written", self.buffered

@@ -59,7 +59,9 @@ def _ping(port: int, timeout_s: float = 0.5) -> bool:
 class RedisServer:
     """One redis-server process with its data folder; `kill` and `start` again keep the data (AOF)."""
 
-    def __init__(self, binary: str | None = None, *, data_dir: str | Path | None = None):
+    def __init__(
+        self, binary: str | None = None, *, data_dir: str | Path | None = None, appendfsync: str = "always"
+    ):
         found = binary or find_redis_server()
         if found is None:
             raise FileNotFoundError(
@@ -67,6 +69,7 @@ class RedisServer:
                 "apt-get install redis-server, or set UNISCALE_REDIS_SERVER to a binary"
             )
         self.binary = found
+        self.appendfsync = appendfsync  # "always": nothing acknowledged is lost; "everysec": up to 1 s
         self._own_dir = data_dir is None
         self.data_dir = (
             Path(tempfile.mkdtemp(prefix="uniscale-redis-")) if data_dir is None else Path(data_dir)
@@ -97,7 +100,7 @@ class RedisServer:
                     "--dir", str(self.data_dir),
                     "--save", "",
                     "--appendonly", "yes",
-                    "--appendfsync", "always",
+                    "--appendfsync", self.appendfsync,
                     "--daemonize", "no",
                     "--logfile", str(self.data_dir / "redis.log"),
                 ],
