@@ -106,7 +106,9 @@ def policy_arrays(state: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[
 
 def assert_same_policy(a: LinUCB, b: LinUCB, tolerance: float = 1e-9) -> None:
     for policy in (a, b):
-        policy.score(np.zeros(DIM))  # gives every arm its (prior) slot, so untried arms compare too
+        policy.score(
+            np.zeros(policy.context_dim)
+        )  # gives every arm its (prior) slot: untried arms compare too
     left, right = dict(policy_arrays(a.state_dict())), dict(policy_arrays(b.state_dict()))
     assert left.keys() == right.keys()
     for key in left:
@@ -124,9 +126,9 @@ def log_batches(url: str) -> list[Batch]:
         store.close()
 
 
-def single_learner(batches: list[Batch]) -> LinUCB:
+def single_learner(batches: list[Batch], policy: LinUCB | None = None) -> LinUCB:
     """A fresh policy fed every reward update of `batches` in order: what every replica must equal."""
-    policy = make_policy()
+    policy = policy or make_policy()
     for batch in batches:
         for event in batch.events:
             if isinstance(event, RewardUpdate):
