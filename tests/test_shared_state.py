@@ -410,3 +410,42 @@ def test_a_replica_with_local_state_joining_a_used_store_adopts_the_store(redis_
             joined.close()
     finally:
         first.close()
+
+
+def test_a_store_that_lost_its_data_is_rebased_on_a_replica_and_every_replica_converges(
+    redis_url: str,
+) -> None:
+    a, b = Replica(redis_url), Replica(redis_url)
+    store = RedisStore(parse_store_url(redis_url))
+    try:
+        rng = np.random.default_rng(11)
+        for replica in (a, b, a, b, a):
+            x = rng.standard_normal(DIM) / 3
+            pending = replica.request(x)
+            replica.score(pending.decision_id, quality_for(x, pending.arm_id))
+        for replica in (a, b):
+            assert replica.shared.wait_until(lambda r=replica: r.shared.stats()["updates"] == 5)
+        store.client.delete(*store.client.keys(store.prefix + "*"))  # Redis restarted without persistence
+        for replica in (a, b):
+            assert replica.shared.wait_until(lambda r=replica: r.shared.stats()["store_resets"] == 1), (
+                replica.shared.stats()
+            )
+        for replica in (b, a, b):
+            x = rng.standard_normal(DIM) / 3
+            pending = replica.request(x)
+            replica.score(pending.decision_id, quality_for(x, pending.arm_id))
+        for replica in (a, b):
+            assert replica.shared.wait_until(lambda r=replica: r.shared.stats()["updates"] == 8), (
+                replica.shared.stats()
+            )
+        late = Replica(redis_url)  # a fresh replica starts from the re-based store: all 8 updates
+        try:
+            assert late.shared.stats()["updates"] == 8
+            assert_same_policy(a.policy, b.policy, tolerance=0.0)
+            assert_same_policy(late.policy, a.policy, tolerance=0.0)
+        finally:
+            late.close()
+    finally:
+        store.close()
+        a.close()
+        b.close()
