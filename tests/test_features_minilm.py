@@ -126,3 +126,13 @@ def test_replay_environment_uses_the_minilm_featurizer(tmp_path: Path) -> None:
     # The two tasks separate: maths prompts are closer to each other than to trivia prompts.
     maths, trivia = env.features[0::2], env.features[1::2]
     assert float((maths @ maths.T).mean()) > float((maths @ trivia.T).mean())
+
+
+def test_cli_featurizer_flag_reaches_the_config() -> None:
+    from uniscale_lc.replay.cli import build_parser, config_from_args
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["data"])).featurizer == "hashing"
+    assert config_from_args(parser.parse_args(["data", "--featurizer", "minilm"])).featurizer == "minilm"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["data", "--featurizer", "bert"])
