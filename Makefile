@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: demo test bench lint results clean
+.PHONY: demo serve-demo test bench lint results clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.installed-base
 	$(BIN)/uniscale-lc demo --plot demo.png
+
+$(VENV)/.installed-server: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[server]"
+	touch $@
+
+# The OpenAI-compatible server on the simulated pool (Ctrl-C stops it); docs/server.md has a curl to try.
+serve-demo: $(VENV)/.installed-server
+	$(BIN)/uniscale-lc serve examples/serve_demo.py:router --port 8000
 
 # pytest exits 5 when it collected no tests: a run with no tests is a defect, so fail loudly.
 test: $(VENV)/.installed-test

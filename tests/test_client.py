@@ -222,25 +222,6 @@ async def test_stream(openai_server: OpenAIServer, model_client: ModelClient) ->
     assert body is not None and body["stream"] is True and body["stream_options"] == {"include_usage": True}
 
 
-async def test_stream_retries_before_first_delta_only(
-    openai_server: OpenAIServer, model_client: ModelClient
-) -> None:
-    spec = spec_for(openai_server, "fixed")
-    openai_server.set_failure("fixed", "500", count=1)
-    deltas = [d async for d in model_client.astream(spec, USER)]
-    assert "".join(d.text for d in deltas) == FIXED_ANSWER
-    assert openai_server.request_count("fixed") == 2
-    # Cut off after some text was already delivered: raised, not retried (the text cannot be taken back).
-    openai_server.reset_stats()
-    openai_server.set_failure("fixed", "truncated_stream")
-    received: list[str] = []
-    with pytest.raises(ModelCallError) as info:
-        async for delta in model_client.astream(spec, USER):
-            received.append(delta.text)
-    assert received and info.value.retryable
-    assert openai_server.request_count("fixed") == 1
-
-
 @pytest.mark.parametrize("failure", ["malformed_json", "empty_choices"])
 async def test_stream_broken_before_any_text_is_retried(
     openai_server: OpenAIServer, model_client: ModelClient, failure: str

@@ -1,8 +1,9 @@
-"""uniscale-lc: a LangChain chat model that learns which (model x strategy x budget) to run per request.
+"""uniscale-lc: a router that learns which (model x strategy x budget) to run per request.
 
-The core (arms, features, policies, costs, store) is imported eagerly; the chat model, the client, the
+Front-ends: `UniScaleChat` (LangChain) over the framework-free core `Router`. The building blocks (arms,
+features, policies, costs, store) are imported eagerly; the router, the chat model, the client, the
 serving tools and the replay load on first access, so `import uniscale_lc` stays light and never
-imports litellm.
+imports litellm or LangChain.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from .strategies import BestOfN, JudgeScorer, MajorityVote, Reflection, Single
 
 if TYPE_CHECKING:
     from .chat_model import UniScaleChat
-    from .client import Completion, ModelClient, RetryPolicy
+    from .client import ModelClient, RetryPolicy
     from .feedback import FeedbackResult, FeedbackStore
+    from .router import Completion, CompletionChunk, Router, RouterConfig, RouteResult
     from .serving import LoadSignals, ServerMonitor, VLLMServer, VLLMServerConfig, slo_gate
     from .strategies.execute import StrategyResult, run_strategy
 
@@ -41,7 +43,11 @@ __version__ = "0.1.0"
 _LAZY = {
     "UniScaleChat": "uniscale_lc.chat_model",
     "ModelClient": "uniscale_lc.client",
-    "Completion": "uniscale_lc.client",
+    "Router": "uniscale_lc.router",
+    "RouterConfig": "uniscale_lc.router",
+    "Completion": "uniscale_lc.router",
+    "CompletionChunk": "uniscale_lc.router",
+    "RouteResult": "uniscale_lc.router",
     "RetryPolicy": "uniscale_lc.client",
     "FeedbackStore": "uniscale_lc.feedback",
     "FeedbackResult": "uniscale_lc.feedback",
@@ -71,6 +77,7 @@ __all__ = [
     "BestOfN",
     "BudgetPacer",
     "Completion",
+    "CompletionChunk",
     "ConfigError",
     "CostModel",
     "Decision",
@@ -94,6 +101,9 @@ __all__ = [
     "RateLimitedError",
     "Reflection",
     "RetryPolicy",
+    "RouteResult",
+    "Router",
+    "RouterConfig",
     "ServerMonitor",
     "Single",
     "StateError",

@@ -17,6 +17,7 @@ _SUBCOMMANDS = (
     "uniscale_lc.demo.run",
     "uniscale_lc.replay.cli",
     "uniscale_lc.specserve.cli",
+    "uniscale_lc.server.cli",
 )
 
 

@@ -36,6 +36,7 @@ from .errors import ConfigError, ModelCallError, ModelTimeoutError, RateLimitedE
 from .model_spec import ModelSpec
 from .prices import lookup_usd_per_mtok
 from .redact import redact
+from .transport_openai import OpenAITransport, served_model_name
 
 __all__ = [
     "Choice",
@@ -336,21 +337,22 @@ def _classify(exc: BaseException, secrets: Sequence[str | None]) -> _Failure:
         return _Failure(ModelCallError, True, None, "malformed response", text)
     if isinstance(exc, asyncio.TimeoutError):
         return _Failure(ModelTimeoutError, True, None, "timed out (client-side guard)")
-    litellm = _litellm()
+    import openai  # litellm's exception classes subclass the SDK's, so these tests serve both transports
+
     status = getattr(exc, "status_code", None)
     status = status if isinstance(status, int) else None
-    if isinstance(exc, litellm.Timeout):
+    if isinstance(exc, openai.APITimeoutError):
         return _Failure(ModelTimeoutError, True, status, "timed out", detail)
-    if isinstance(exc, litellm.RateLimitError) or status == 429:
+    if isinstance(exc, openai.RateLimitError) or status == 429:
         retry_after = parse_retry_after(_exception_headers(exc))
         return _Failure(RateLimitedError, True, 429, "rate limited (429)", detail, retry_after)
-    if isinstance(exc, litellm.APIConnectionError):
+    if isinstance(exc, openai.APIConnectionError):
         return _Failure(ModelCallError, True, status, "connection failed", detail)
     if status is not None and status >= 500:
         return _Failure(ModelCallError, True, status, f"server error ({status})", detail)
     if status is not None and 400 <= status < 500:
         return _Failure(ModelCallError, status == 408, status, f"request rejected ({status})", detail)
-    if isinstance(exc, litellm.APIError):
+    if isinstance(exc, openai.APIError):
         # An APIError without an HTTP error status: litellm could not parse what came back.
         return _Failure(ModelCallError, True, None, "malformed response", detail)
     if isinstance(exc, (KeyError, IndexError, ValueError, AttributeError, OSError)):
@@ -453,9 +455,12 @@ class _Target:
     supports_n: bool
     loopback: bool
     use_litellm_cost: bool
+    provider: str | None = None
+    # Set for OpenAI-compatible endpoints: the name sent through the openai SDK (transport_openai.py).
+    served_model: str | None = None
 
 
-def _resolve_target(spec: ModelSpec) -> _Target:
+def _resolve_target(spec: ModelSpec, *, openai_sdk: bool = True) -> _Target:
     litellm = _litellm()
     providers = frozenset(str(getattr(p, "value", p)) for p in litellm.provider_list)
     name = litellm_model_name(spec.model, spec.api_base, providers)
@@ -468,11 +473,17 @@ def _resolve_target(spec: ModelSpec) -> _Target:
     table_prices = lookup_usd_per_mtok(name)
     own_prices = (spec.input_usd_per_mtok, spec.output_usd_per_mtok)
     use_litellm_cost = not spec.self_hosted and table_prices is not None and table_prices == own_prices
+    try:
+        provider: str | None = litellm.get_llm_provider(model=name, api_base=spec.api_base)[1]
+    except Exception:
+        provider = None
     return _Target(
         litellm_model=name,
         supports_n="n" in supported,
         loopback=_is_loopback(spec.api_base),
         use_litellm_cost=use_litellm_cost,
+        provider=provider,
+        served_model=served_model_name(name, provider) if openai_sdk else None,
     )
 
 
@@ -542,10 +553,18 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
 class ModelClient:
     """Calls models through litellm with explicit timeouts, our own bounded retries and per-model limits.
 
-    One instance per process or chat model; it is cheap and holds only caches and semaphores.
+    One instance per process or chat model; it is cheap and holds only caches, semaphores and HTTP pools.
+    `transport="auto"` sends OpenAI-compatible endpoints through the openai SDK (transport_openai.py) and
+    everything else through litellm; `transport="litellm"` sends everything through litellm.
     """
 
-    def __init__(self, retry: RetryPolicy | None = None, *, seed: int | None = None) -> None:
+    def __init__(
+        self, retry: RetryPolicy | None = None, *, seed: int | None = None, transport: str = "auto"
+    ) -> None:
+        if transport not in ("auto", "litellm"):
+            raise field_error("ModelClient", "transport", transport, "use 'auto' or 'litellm'")
+        self.transport = transport
+        self._openai = OpenAITransport()
         self.retry = retry or RetryPolicy()
         self._rng = random.Random(seed)
         self._targets: dict[ModelSpec, _Target] = {}
@@ -560,8 +579,18 @@ class ModelClient:
     def _target(self, spec: ModelSpec) -> _Target:
         target = self._targets.get(spec)
         if target is None:
-            target = self._targets[spec] = _resolve_target(spec)
+            target = self._targets[spec] = _resolve_target(spec, openai_sdk=self.transport == "auto")
         return target
+
+    def _send(self, target: _Target, kwargs: dict[str, Any]) -> Awaitable[Any]:
+        """The one call to a provider: the openai SDK for OpenAI-compatible endpoints, else litellm."""
+        if target.served_model is not None and target.provider is not None:
+            return self._openai.acompletion(target.provider, target.served_model, kwargs)
+        return _litellm().acompletion(**kwargs)
+
+    async def aclose(self) -> None:
+        """Close the HTTP pools this client opened on the running loop."""
+        await self._openai.aclose()
 
     async def _atarget(self, spec: ModelSpec) -> _Target:
         target = self._targets.get(spec)
@@ -656,7 +685,7 @@ class ModelClient:
         return kwargs
 
     async def _attempt(self, spec: ModelSpec, target: _Target, kwargs: dict[str, Any]) -> _CallResult:
-        response = await _deadline(_litellm().acompletion(**kwargs), _guard_s(spec.timeout_s))
+        response = await _deadline(self._send(target, kwargs), _guard_s(spec.timeout_s))
         result = _parse_response(response, use_litellm_cost=target.use_litellm_cost)
         check_answer_length((choice.text for choice in result.choices), kwargs.get("max_tokens"))
         return result
@@ -828,7 +857,7 @@ class ModelClient:
                 await limit.acquire()
             stream: Any = None
             try:
-                stream = await _deadline(_litellm().acompletion(**kwargs), guard)
+                stream = await _deadline(self._send(target, kwargs), guard)
                 iterator = stream.__aiter__()
                 while True:
                     try:

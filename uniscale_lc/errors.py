@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from langchain_core.exceptions import LangChainException
 
+class UniScaleError(Exception):
+    """Base class of every error the library raises on purpose.
 
-class UniScaleError(LangChainException):
-    """Base class, a LangChain exception so chains can catch it like any other."""
+    A plain Exception (no LangChain base): the core and its non-LangChain front-ends must not import
+    LangChain; chains catch it like any other exception.
+    """
 
 
 class ConfigError(UniScaleError, ValueError):

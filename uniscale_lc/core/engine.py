@@ -1,0 +1,500 @@
+"""`RoutingEngine`: the learning loop of the core: prepare, select, run with fallbacks, record, learn.
+
+`uniscale_lc.router.Router` subclasses it with the public faces (complete, stream, route, feedback,
+stats, persistence); front-ends call `arun` / `arun_stream`. No front-end import here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .. import client as client_module
+from ..arms import Arm, ArmSpace
+from ..autosave import Autosaver
+from ..breaker import CircuitBreakers
+from ..client import empty_usage
+from ..costs import BudgetPacer, CostModel, cost_penalty, estimate_tokens, reward_from
+from ..errors import AllArmsFailedError, ConfigError, FeedbackError, ModelCallError
+from ..feedback import FeedbackResult, FeedbackStore, PendingDecision, validate_score
+from ..model_spec import ModelSpec
+from ..policy import Decision
+from ..strategies.config import Single
+from ..strategies.execute import CallOptions, StrategyResult, add_usage, run_strategy, stream_single
+from .config import (
+    RouterConfig,
+    check_load_signals,
+    check_numbers,
+    resolve_arm_space,
+    resolve_client,
+    resolve_featurizer,
+    resolve_policy,
+)
+from .messages import featurized_text, prompt_text
+from .results import (
+    Completion,
+    CompletionChunk,
+    Outcome,
+    PreparedRequest,
+    RequestOptions,
+    RouteResult,
+    decision_record,
+    plain_usage,
+)
+from .selection import candidate_arms, slo_gated, tool_arms
+from .stats import RouterStats
+
+__all__ = ["RoutingEngine", "ScoreHook", "iterate_sync", "run_sync"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# A front-end's automatic scorer of one answer: a score in [0, 1], or None to leave it pending.
+ScoreHook = Callable[[Completion], Any]
+# A run id, or (streaming) a function that knows it once the first chunk has reached the caller.
+RunIdSource = str | Callable[[], str | None] | None
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on the client's shared background loop, so a sync call never runs on (or blocks) the caller's loop."""
+    return client_module.run_sync(coro)
+
+
+def iterate_sync(agen: AsyncIterator[T]) -> Iterator[T]:
+    """Drive an async iterator from sync code on the shared background loop; closes it when left early."""
+
+    async def _next() -> T:
+        return await agen.__anext__()
+
+    try:
+        while True:
+            try:
+                yield run_sync(_next())
+            except StopAsyncIteration:
+                return
+    finally:
+        close = getattr(agen, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                run_sync(close())
+
+
+def _decision_key(key: Any) -> Any:
+    """Our own result objects name their decision; anything else is a key for the feedback store."""
+    if isinstance(key, (Completion, RouteResult)):
+        return key.decision_id
+    return key
+
+
+class RoutingEngine:
+    """The learning parts of one router and the request path through them; holds no front-end types."""
+
+    def __init__(self, config: RouterConfig, label: str):
+        self.config = config
+        self.label = label
+        self._build_parts()
+        self._lock = threading.RLock()
+        # Held from taking a pending decision to recording it as scored, so that a duplicate arriving in that
+        # window (a retry from another thread) sees the first result instead of "no pending decision".
+        self._feedback_lock = threading.Lock()
+        self._stats = RouterStats()
+        self._specs: dict[str, ModelSpec] = {}
+        self._autosaver: Autosaver | None = None  # set by the Router when state_path is configured
+
+    def _build_parts(self) -> None:
+        """Validate the configuration and build the learning parts; errors name the field and the fix."""
+        config, label = self.config, self.label
+        self._arm_space = resolve_arm_space(config, label)
+        check_numbers(config, label)
+        self._featurizer = resolve_featurizer(config, label)
+        self._policy = resolve_policy(config, label)
+        load_dim = check_load_signals(config, label)
+        self._policy.bind(self._arm_space, int(self._featurizer.dim) + load_dim)
+        self._cost_model = CostModel(self._arm_space)
+        budget = config.budget_usd_per_request
+        self._pacer = BudgetPacer(budget) if budget is not None else None
+        self._feedback = FeedbackStore(ttl_s=config.feedback_ttl_s, max_pending=config.max_pending)
+        self._breakers = CircuitBreakers(config.breaker) if config.breaker is not None else None
+        self._client = resolve_client(config, label)
+
+    @property
+    def arm_space(self) -> ArmSpace:
+        return self._arm_space
+
+    @property
+    def policy(self) -> Any:
+        return self._policy
+
+    @property
+    def featurizer(self) -> Any:
+        return self._featurizer
+
+    @property
+    def cost_model(self) -> CostModel:
+        return self._cost_model
+
+    @property
+    def pacer(self) -> BudgetPacer | None:
+        """The budget pacer when `budget_usd_per_request` is set (it adapts the cost weight)."""
+        return self._pacer
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    @property
+    def pending_decisions(self) -> FeedbackStore:
+        """The store of decisions waiting for feedback."""
+        return self._feedback
+
+    def cost_weight_now(self) -> float:
+        return self._pacer.cost_weight if self._pacer is not None else self.config.cost_weight
+
+    async def arun(
+        self,
+        messages: list[dict[str, Any]],
+        options: RequestOptions,
+        *,
+        run_id: str | None = None,
+        request_id: str | None = None,
+        score: ScoreHook | None = None,
+    ) -> Completion:
+        """One request from a front-end that already holds OpenAI messages; `score` overrides feedback_fn."""
+        request = self.prepare(messages, options, request_id)
+        outcome = await self._run_with_fallbacks(request)
+        completion, pending = self._finish(request, outcome, run_id)
+        await self._after_answer(self._score_hook(messages, score), completion, pending)
+        return completion
+
+    async def arun_stream(
+        self,
+        messages: list[dict[str, Any]],
+        options: RequestOptions,
+        *,
+        run_id: RunIdSource = None,
+        request_id: str | None = None,
+        score: ScoreHook | None = None,
+    ) -> AsyncIterator[CompletionChunk]:
+        """Streaming twin of `arun`: a fallback is possible only before the first chunk reached the caller."""
+        request = self.prepare(messages, options, request_id)
+        remaining: list[str] = list(request.candidates)
+        failures: list[tuple[str, ModelCallError]] = []
+        while True:
+            decision, arm = self._select(request, remaining)
+            if not isinstance(arm.strategy, Single):
+                try:
+                    result = await run_strategy(
+                        self._client, self._spec(arm), arm.strategy, request.openai_messages, request.options
+                    )
+                except ModelCallError as error:
+                    remaining = self._learn_failure(request, decision, arm, error, failures)
+                    continue
+                yield CompletionChunk(
+                    text=result.text or "", decision_id=decision.decision_id, model=arm.model.model
+                )
+                break
+            sent: list[str] = []
+            raw_calls: list[dict[str, Any]] = []
+            usage: dict[str, Any] | None = None
+            finish_reason: str | None = None
+            started = time.perf_counter()
+            try:
+                async for delta in stream_single(
+                    self._client, self._spec(arm), request.openai_messages, request.options
+                ):
+                    if delta.usage is not None:
+                        usage = delta.usage
+                        continue
+                    finish_reason = delta.finish_reason or finish_reason
+                    calls = list(delta.tool_calls or [])
+                    raw_calls.extend(calls)
+                    if not delta.text and not calls:
+                        continue
+                    sent.append(delta.text or "")
+                    yield CompletionChunk(
+                        text=delta.text or "",
+                        tool_calls=calls,
+                        decision_id=decision.decision_id,
+                        model=arm.model.model,
+                    )
+            except ModelCallError as error:
+                if sent:  # tokens already reached the caller: no clean fallback
+                    self._policy.update(decision, 0.0)
+                    self._stats.arm_failed(arm.id, request_failed=True)
+                    raise
+                remaining = self._learn_failure(request, decision, arm, error, failures)
+                continue
+            result = self._streamed_result(arm, sent, raw_calls, finish_reason, usage, started)
+            break
+        resolved_run_id = run_id() if callable(run_id) else run_id
+        completion, pending = self._finish(request, Outcome(arm, decision, result, failures), resolved_run_id)
+        await self._after_answer(self._score_hook(messages, score), completion, pending)
+        yield CompletionChunk(
+            completion=completion, decision_id=completion.decision_id, model=completion.model
+        )
+
+    @staticmethod
+    def _streamed_result(
+        arm: Arm,
+        texts: list[str],
+        raw_calls: list[dict[str, Any]],
+        finish_reason: str | None,
+        usage: dict[str, Any] | None,
+        started: float,
+    ) -> StrategyResult:
+        total = add_usage(empty_usage(), usage or {})
+        total["latency_s"] = time.perf_counter() - started
+        return StrategyResult(
+            text="".join(texts),
+            model=arm.model.model,
+            kind="single",
+            tool_calls=raw_calls or None,
+            finish_reason=finish_reason,
+            usage=total,
+            details={"samples": 1, "streamed": True},
+        )
+
+    def tool_arms(self, arm_ids: Sequence[str]) -> list[str]:
+        """The arms among `arm_ids` that can carry tool calls (Single strategy, supports_tools model)."""
+        return tool_arms(self._arm_space, arm_ids)
+
+    def candidates(self, tools: bool, model: str | None) -> tuple[str, ...]:
+        """The arms a request may use: those of `model` if given, those that take tools if tools are given."""
+        return candidate_arms(self._arm_space, tools, model)
+
+    def prepare(
+        self, messages: list[dict[str, Any]], options: RequestOptions, request_id: str | None
+    ) -> PreparedRequest:
+        """Candidates, context, cost predictions and call options of one request; no model is called."""
+        if not messages:
+            # The caller's mistake: refuse it before any arm is called (and so before any arm is penalised).
+            raise ConfigError(
+                "messages: got an empty list; pass at least one message, e.g. chat.invoke('Hello')"
+            )
+        tools = options.tools or None
+        candidates = self.candidates(bool(tools), options.model)
+        x = self.context(messages)
+        gate_record: dict[str, Any] | None = None
+        if self.config.load_signals is not None:
+            slo = options.slo_tpot_ms if options.slo_tpot_ms is not None else self.config.slo_tpot_ms
+            if slo is not None:
+                candidates, gate_record = self._slo_gate(candidates, float(slo))
+        blocked: list[str] = []
+        if self._breakers is not None and self._breakers.any_open():
+            candidates, blocked = self._breakers.filter(
+                candidates, {arm_id: self._arm_space[arm_id].model.display_name for arm_id in candidates}
+            )
+        prompt_tokens = estimate_tokens(prompt_text(messages))
+        prediction = self._cost_model.predict(prompt_tokens, candidates)
+        weight = self.cost_weight_now()
+        penalty, reference = cost_penalty(prediction.cost_usd, weight)
+        return PreparedRequest(
+            x=x,
+            candidates=candidates,
+            penalties={arm_id: float(value) for arm_id, value in zip(candidates, penalty, strict=True)},
+            predicted_cost={
+                arm_id: float(value) for arm_id, value in zip(candidates, prediction.cost_usd, strict=True)
+            },
+            reference_cost_usd=reference,
+            cost_weight=weight,
+            prompt_tokens=prompt_tokens,
+            openai_messages=messages,
+            options=self._call_options(options, tools),
+            request_id=request_id,
+            slo_gate=gate_record,
+            breaker_blocked=blocked,
+        )
+
+    def _call_options(self, options: RequestOptions, tools: list[dict[str, Any]] | None) -> CallOptions:
+        config = self.config
+        extra = {key: value for key, value in (options.extra or {}).items() if value is not None}
+        stop = options.stop or config.stop
+        return CallOptions(
+            temperature=options.temperature if options.temperature is not None else config.temperature,
+            max_tokens=options.max_tokens if options.max_tokens is not None else config.max_tokens,
+            stop=list(stop) if stop else None,
+            tools=tools,
+            tool_choice=options.tool_choice if tools else None,
+            extra=extra or None,
+        )
+
+    def context(self, messages: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """The policy's context: prompt features, then live server load when load_signals is set."""
+        x = np.asarray(self._featurizer.transform(featurized_text(messages)), dtype=np.float64)
+        if self.config.load_signals is None:
+            return x
+        return np.concatenate([x, np.asarray(self.config.load_signals.context_features(), dtype=np.float64)])
+
+    def _slo_gate(
+        self, candidates: tuple[str, ...], slo_tpot_ms: float
+    ) -> tuple[tuple[str, ...], dict[str, Any]]:
+        predicted = self.config.load_signals.predicted_tpot_by_api_base()
+        return slo_gated(self._arm_space, candidates, predicted, slo_tpot_ms)
+
+    def _spec(self, arm: Arm) -> ModelSpec:
+        timeout = self.config.timeout
+        if timeout is None:
+            return arm.model
+        spec = self._specs.get(arm.model.display_name)
+        if spec is None:
+            spec = self._specs[arm.model.display_name] = arm.model.model_copy(update={"timeout_s": timeout})
+        return spec
+
+    def _select(self, request: PreparedRequest, remaining: Sequence[str]) -> tuple[Decision, Arm]:
+        decision = self._policy.select(request.x, list(remaining), request.penalties)
+        return decision, self._arm_space[decision.arm_id]
+
+    def _learn_failure(
+        self,
+        request: PreparedRequest,
+        decision: Decision,
+        arm: Arm,
+        error: ModelCallError,
+        failures: list[tuple[str, ModelCallError]],
+    ) -> list[str]:
+        """Teach the policy that this arm failed (quality 0) and return the arms still worth trying."""
+        logger.warning("uniscale: arm %s failed (%s); falling back", arm.id, error)
+        self._policy.update(decision, 0.0)
+        if self._breakers is not None and self._breakers.record_failure(arm.model.display_name):
+            logger.warning("uniscale: circuit breaker opened for model %s", arm.model.display_name)
+        self._stats.arm_failed(arm.id)
+        self._autosave()
+        failures.append((arm.id, error))
+        tried = {arm_id for arm_id, _ in failures}
+        remaining = [arm_id for arm_id in request.candidates if arm_id not in tried]
+        if not remaining or len(failures) > self.config.max_fallbacks:
+            self._stats.request_failed()
+            raise AllArmsFailedError(
+                f"all {len(failures)} arms tried failed ({', '.join(a for a, _ in failures)}); last error: {error}",
+                errors=list(failures),
+            ) from error
+        return remaining
+
+    async def _run_with_fallbacks(self, request: PreparedRequest) -> Outcome:
+        remaining: list[str] = list(request.candidates)
+        failures: list[tuple[str, ModelCallError]] = []
+        while True:
+            decision, arm = self._select(request, remaining)
+            try:
+                result = await run_strategy(
+                    self._client, self._spec(arm), arm.strategy, request.openai_messages, request.options
+                )
+            except ModelCallError as error:
+                remaining = self._learn_failure(request, decision, arm, error, failures)
+                continue
+            return Outcome(arm, decision, result, failures)
+
+    def _finish(
+        self, request: PreparedRequest, outcome: Outcome, run_id: str | None
+    ) -> tuple[Completion, PendingDecision]:
+        """Record the answered decision and wrap the answer as a Completion."""
+        pending = self._record(request, outcome, run_id)
+        result = outcome.result
+        completion = Completion(
+            text=result.text or "",
+            tool_calls=list(result.tool_calls or []),
+            finish_reason=result.finish_reason,
+            model=outcome.arm.model.model,
+            usage=plain_usage(result.usage),
+            decision=decision_record(request, outcome, pending.decision_id, pending.run_id),
+        )
+        return completion, pending
+
+    def _record(self, request: PreparedRequest, outcome: Outcome, run_id: str | None) -> PendingDecision:
+        """Learn the cost, pace the budget, count the pull, and keep the decision for feedback."""
+        if self._breakers is not None:
+            self._breakers.record_success(outcome.arm.model.display_name)
+        usage = outcome.result.usage
+        cost = float(usage["cost_usd"])
+        self._cost_model.observe(
+            outcome.arm.id,
+            request.prompt_tokens,
+            input_tokens=float(usage["input_tokens"]),
+            output_tokens=float(usage["output_tokens"]),
+            calls=float(usage["calls"]),
+            latency_s=float(usage["latency_s"]),
+        )
+        with self._lock:
+            if self._pacer is not None:
+                self._pacer.observe(cost)
+        self._stats.answered(outcome.arm.id, cost)
+        pending = PendingDecision(
+            decision=outcome.decision,
+            cost_usd=cost,
+            reference_cost_usd=request.reference_cost_usd,
+            cost_weight=request.cost_weight,
+            run_id=run_id,
+            request_id=request.request_id,
+        )
+        self._keep_pending(pending)
+        return pending
+
+    def _keep_pending(self, pending: PendingDecision) -> None:
+        dropped = self._feedback.add(pending)
+        if dropped:
+            logger.info("uniscale: %d pending decisions expired or were evicted unscored", len(dropped))
+
+    def _score_hook(self, messages: list[dict[str, Any]], score: ScoreHook | None) -> ScoreHook | None:
+        """The front-end's scorer, else the configured feedback_fn over the OpenAI messages."""
+        if score is not None:
+            return score
+        feedback_fn = self.config.feedback_fn
+        if feedback_fn is None:
+            return None
+        return lambda completion: feedback_fn(messages, completion)
+
+    async def _after_answer(
+        self, score: ScoreHook | None, completion: Completion, pending: PendingDecision
+    ) -> None:
+        """Automatic feedback (if configured), then autosave off the event loop."""
+        if score is not None:
+            try:
+                value = score(completion)
+                if value is not None:
+                    self._apply_feedback(pending.decision_id, value)
+            except FeedbackError as error:
+                logger.warning(
+                    "uniscale: feedback_fn gave an unusable score (%s); the decision stays pending", error
+                )
+            except Exception:
+                logger.exception("uniscale: feedback_fn raised; the decision stays pending")
+        await self._aautosave()
+
+    def _apply_feedback(self, key: Any, score: Any) -> FeedbackResult:
+        key = _decision_key(key)
+        quality = validate_score(score)
+        with self._feedback_lock:
+            taken = self._feedback.take(key)
+            if isinstance(taken, FeedbackResult):
+                return dataclasses.replace(taken, duplicate=True)
+            reward = reward_from(quality, taken.cost_usd, taken.reference_cost_usd, taken.cost_weight)
+            try:
+                self._policy.update(taken.decision, quality)
+            except Exception:
+                self._feedback.restore(taken)
+                raise
+            result = FeedbackResult(taken.decision_id, taken.arm_id, quality, reward)
+            self._feedback.mark_done(taken, result)
+        self._stats.scored(taken.arm_id, quality, reward)
+        return result
+
+    def _autosave(self) -> None:
+        if self._autosaver is not None:
+            self._autosaver.request()
+
+    async def _aautosave(self) -> None:
+        """Mark the state dirty; only a synchronous autosave (interval 0) goes to a worker thread."""
+        if self._autosaver is None:
+            return
+        if self._autosaver.interval_s == 0:
+            await asyncio.to_thread(self._autosaver.request)
+        else:
+            self._autosaver.request()

@@ -1,0 +1,270 @@
+"""`Router`: the framework-free learning core every front-end (LangChain, server, LlamaIndex) runs on.
+
+One request: featurise the conversation (the last user message), predict each candidate arm's cost, let
+the policy pick the arm with the best `quality + bonus - cost penalty`, run its strategy through the
+model client (a failing arm falls back to the next best one, and the failure is taught to the policy),
+and return a `Completion` whose `decision` records the choice. The decision waits in the feedback store
+until the caller scores it (`feedback`), or is scored at once by `feedback_fn`. No LangChain import here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .autosave import Autosaver
+from .client import empty_usage
+from .core.config import (
+    RouterConfig,
+    refuse_secrets,
+)
+from .core.engine import RoutingEngine, iterate_sync, run_sync
+from .core.explain import explain_rows
+from .core.messages import as_messages, prompt_text
+from .core.persistence import load_tree, state_tree
+from .core.results import (
+    Completion,
+    CompletionChunk,
+    Outcome,
+    RequestOptions,
+    RouteResult,
+    decision_record,
+)
+from .costs import estimate_tokens
+from .errors import ConfigError
+from .feedback import FeedbackResult, PendingDecision
+from .store import load_state, save_state
+from .strategies.execute import StrategyResult
+
+__all__ = [
+    "Completion",
+    "CompletionChunk",
+    "RequestOptions",
+    "RouteResult",
+    "Router",
+    "RouterConfig",
+    "iterate_sync",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class Router(RoutingEngine):
+    """Learns online which arm (model x test-time-scaling strategy) to run per request.
+
+    `Router(models=[ModelSpec, ...], strategies=[...])` or `Router(arms=ArmSpace(...))`, with the fields of
+    `RouterConfig`; or `Router(config)` with a `RouterConfig`. See docs/router.md.
+    """
+
+    def __init__(self, config: RouterConfig | None = None, /, *, label: str = "Router", **fields: Any):
+        if config is None:
+            refuse_secrets(fields, label)
+            config = RouterConfig(**fields)
+        elif fields:
+            raise ConfigError(f"{label}: give a RouterConfig or its fields, not both (got {sorted(fields)})")
+        super().__init__(config, label)
+        self._save_lock = threading.Lock()
+        self._load_report: list[str] = []
+        if config.state_path is not None and Path(config.state_path).exists():
+            self._load()
+        if config.state_path is not None:
+            self._autosaver = Autosaver(self.save, config.autosave_interval_s)
+
+    # ------------------------------------------------------------------ what it holds
+
+    @property
+    def load_report(self) -> list[str]:
+        """What loading `state_path` at construction dropped or kept aside (empty when nothing)."""
+        return list(self._load_report)
+
+    # ------------------------------------------------------------------ the public request API
+
+    async def acomplete(
+        self,
+        messages: str | Sequence[Mapping[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        model: str | None = None,
+        request_id: str | None = None,
+        run_id: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        stop: list[str] | None = None,
+        slo_tpot_ms: float | None = None,
+        **provider_options: Any,
+    ) -> Completion:
+        """Answer `messages` (OpenAI chat format) with the arm the policy picks; see docs/router.md."""
+        options = RequestOptions(
+            tools, tool_choice, model, temperature, max_tokens, stop, slo_tpot_ms, provider_options or None
+        )
+        return await self.arun(as_messages(messages), options, run_id=run_id, request_id=request_id)
+
+    def complete(self, messages: str | Sequence[Mapping[str, Any]], **options: Any) -> Completion:
+        """Sync twin of `acomplete` (runs on the client's background loop, never the caller's)."""
+        return run_sync(self.acomplete(messages, **options))
+
+    async def astream(
+        self,
+        messages: str | Sequence[Mapping[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        model: str | None = None,
+        request_id: str | None = None,
+        run_id: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        stop: list[str] | None = None,
+        slo_tpot_ms: float | None = None,
+        **provider_options: Any,
+    ) -> AsyncIterator[CompletionChunk]:
+        """Token chunks for Single arms (one chunk for other strategies); the last carries the Completion."""
+        options = RequestOptions(
+            tools, tool_choice, model, temperature, max_tokens, stop, slo_tpot_ms, provider_options or None
+        )
+        stream = self.arun_stream(as_messages(messages), options, run_id=run_id, request_id=request_id)
+        async for chunk in stream:
+            yield chunk
+
+    def stream(
+        self, messages: str | Sequence[Mapping[str, Any]], **options: Any
+    ) -> Iterator[CompletionChunk]:
+        """Sync twin of `astream`."""
+        return iterate_sync(self.astream(messages, **options))
+
+    def route(
+        self,
+        messages: str | Sequence[Mapping[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        model: str | None = None,
+        request_id: str | None = None,
+    ) -> RouteResult:
+        """Pick an arm WITHOUT calling any model, for callers that run it themselves.
+
+        The decision is kept pending with its predicted cost, so `feedback(decision_id, score)` teaches
+        the policy as for any answered request.
+        """
+        request = self.prepare(as_messages(messages), RequestOptions(tools=tools, model=model), request_id)
+        decision, arm = self._select(request, request.candidates)
+        predicted = request.predicted_cost.get(arm.id, 0.0)
+        usage = {**empty_usage(), "cost_usd": predicted}
+        result = StrategyResult(
+            "", arm.model.model, arm.strategy.kind, usage=usage, details={"route_only": True}
+        )
+        pending = PendingDecision(
+            decision=decision,
+            cost_usd=predicted,
+            reference_cost_usd=request.reference_cost_usd,
+            cost_weight=request.cost_weight,
+            request_id=request_id,
+        )
+        self._keep_pending(pending)
+        self._stats.routed()
+        self._autosave()
+        record = decision_record(request, Outcome(arm, decision, result, []), pending.decision_id, None)
+        return RouteResult(
+            pending.decision_id, arm.id, arm.model.model, arm.strategy.label, predicted, record
+        )
+
+    async def aroute(self, messages: str | Sequence[Mapping[str, Any]], **options: Any) -> RouteResult:
+        """Async twin of `route` (no model is called; only a synchronous autosave waits on the disk)."""
+        return await asyncio.to_thread(self.route, messages, **options)
+
+    # ------------------------------------------------------------------ feedback
+
+    def feedback(self, key: Any, score: Any) -> FeedbackResult:
+        """Score a past answer: `score` is its quality in [0, 1]; the policy learns it.
+
+        `key` is the decision id (or the Completion / RouteResult), the run id or the request id. Repeated
+        feedback on the same decision is a no-op returning the first result (`duplicate=True`). Raises
+        `FeedbackError` for an unknown key or an invalid score.
+        """
+        result = self._apply_feedback(key, score)
+        if not result.duplicate:
+            self._autosave()
+        return result
+
+    async def afeedback(self, key: Any, score: Any) -> FeedbackResult:
+        """Async twin of `feedback`: the state file is written in a worker thread."""
+        result = self._apply_feedback(key, score)
+        if not result.duplicate:
+            await self._aautosave()
+        return result
+
+    # ------------------------------------------------------------------ introspection
+
+    def stats(self) -> dict[str, Any]:
+        """Per-arm pulls, failures, feedback count, mean quality, mean reward and total cost."""
+        summary = self._stats.summary()
+        return {
+            "requests": summary["requests"],
+            "failed_requests": summary["failed_requests"],
+            "routes": summary["routes"],
+            "pending": len(self._feedback),
+            "total_cost_usd": summary["total_cost_usd"],
+            "cost_weight": self.cost_weight_now(),
+            "arms": summary["arms"],
+            "breakers": self._breakers.snapshot() if self._breakers is not None else {},
+        }
+
+    def explain(self, prompt: str | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """How every arm would score for `prompt` now: predicted quality, bonus, cost, penalty, bound.
+
+        Sorted best first; nothing is learnt or called.
+        """
+        messages = as_messages(prompt)
+        prompt_tokens = estimate_tokens(prompt_text(messages))
+        return explain_rows(
+            self._policy,
+            self._cost_model,
+            self.context(messages),
+            self._arm_space.ids,
+            prompt_tokens,
+            self.cost_weight_now(),
+        )
+
+    # ------------------------------------------------------------------ persistence
+
+    def _state_tree(self) -> dict[str, Any]:
+        with self._lock:
+            pacer = self._pacer.state_dict() if self._pacer is not None else None
+        return state_tree(self._policy, self._cost_model, self._feedback, pacer, self._stats, self._arm_space)
+
+    def close(self) -> None:
+        """Save what autosave has pending and stop its thread (also done at interpreter exit)."""
+        if self._autosaver is not None:
+            self._autosaver.close()
+
+    async def aclose(self) -> None:
+        """Async twin of `close`: the final save runs in a worker thread."""
+        await asyncio.to_thread(self.close)
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write policy, cost model, pending decisions, pacer and stats atomically (default: state_path)."""
+        target = path if path is not None else self.config.state_path
+        if target is None:
+            raise ConfigError(f"{self.label}.save.path: no path given and no state_path configured")
+        with self._save_lock:
+            return save_state(target, self._state_tree())
+
+    def _load(self) -> None:
+        state_path = self.config.state_path
+        assert state_path is not None
+        self._load_report = load_tree(
+            load_state(state_path),
+            state_path,
+            policy=self._policy,
+            cost_model=self._cost_model,
+            feedback=self._feedback,
+            pacer=self._pacer,
+            stats=self._stats,
+            arm_space=self._arm_space,
+        )
+        for line in self._load_report:
+            logger.warning("uniscale: loading %s: %s", state_path, line)

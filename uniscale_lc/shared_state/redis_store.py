@@ -1,0 +1,286 @@
+"""The Redis side of the shared state: key layout, the Lua scripts that make each write atomic, and
+typed calls over them. Every Redis error surfaces as `StoreUnavailable` (retry later) or `StateError`.
+
+Keys (one hash tag per namespace, so a Redis Cluster keeps them in one slot):
+    uniscale:{NS}:log        stream of update batches, fields s (sequence number) and e (payload)
+    uniscale:{NS}:seq        last sequence number given out (INCR inside the commit script)
+    uniscale:{NS}:snapshot   hash: seq, entry_id, payload (the folded state after entry `seq`)
+    uniscale:{NS}:meta       what every replica must agree on (policy kind, dimensions, config)
+    uniscale:{NS}:done:ID    result of batch ID, for `dedup_ttl_s`: makes every commit exactly-once
+    uniscale:{NS}:pending:ID a decision waiting for feedback, for the feedback TTL
+    uniscale:{NS}:alias:KEY  run id / request id -> decision id, for the feedback TTL
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..errors import ConfigError, StateError
+
+__all__ = ["RedisStore", "StoreURL", "StoreUnavailable", "parse_store_url"]
+
+T = TypeVar("T")
+
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+# Commit a batch once: a second commit with the same batch id (a replay after a lost reply, a second
+# replica scoring the same decision) returns the first result and appends nothing.
+_COMMIT = """
+local previous = redis.call('GET', KEYS[3])
+if previous then return {0, previous} end
+local seq = redis.call('INCR', KEYS[2])
+local id = redis.call('XADD', KEYS[1], '*', 's', seq, 'e', ARGV[1])
+redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+redis.call('DEL', KEYS[4])
+return {1, id}
+"""
+
+# Keep a decision for feedback on any replica, unless it was already scored (a replayed write).
+_PUT_PENDING = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+for i = 3, #KEYS do redis.call('SET', KEYS[i], ARGV[3], 'PX', ARGV[2]) end
+return 1
+"""
+
+# Find a decision by decision id, run id or request id: scored (with its result), pending, or unknown.
+_RESOLVE = """
+local function look(id)
+  local done = redis.call('GET', ARGV[1] .. 'done:' .. id)
+  if done then return {'done', id, done} end
+  local pending = redis.call('GET', ARGV[1] .. 'pending:' .. id)
+  if pending then return {'pending', id, pending} end
+  return false
+end
+local found = look(ARGV[2])
+if found then return found end
+local id = redis.call('GET', ARGV[1] .. 'alias:' .. ARGV[2])
+if id then
+  found = look(id)
+  if found then return found end
+end
+return {'unknown', '', ''}
+"""
+
+# Replace the snapshot only by a later one, then drop the log entries it covers.
+_PUT_SNAPSHOT = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
+if current >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'entry_id', ARGV[2], 'payload', ARGV[3])
+redis.call('XTRIM', KEYS[2], 'MINID', ARGV[2])
+return 1
+"""
+
+# Seed an empty store with a replica's learnt state (moving from one process to a fleet).
+_SEED = """
+if tonumber(redis.call('GET', KEYS[2]) or '0') ~= 0 or redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'seq', 0, 'entry_id', '0-0', 'payload', ARGV[1])
+return 1
+"""
+
+
+class StoreUnavailable(Exception):
+    """Redis cannot be reached now; the caller buffers and retries."""
+
+
+@dataclass(frozen=True)
+class StoreURL:
+    """A parsed `redis://HOST:PORT/DB?namespace=NAME` (the client URL has no namespace)."""
+
+    client_url: str
+    namespace: str
+    shown: str  # the URL with any password replaced by ***, for errors, logs and stats
+
+
+def parse_store_url(url: Any) -> StoreURL:
+    """Validate a shared-state URL; the error names the field and the fix."""
+    if not isinstance(url, str) or not url:
+        raise ConfigError(f"shared_state: got {url!r}; pass a URL such as redis://127.0.0.1:6379/0")
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            f"shared_state: scheme {parts.scheme!r} is not supported; use redis://HOST:PORT/DB "
+            "(rediss:// for TLS, unix:///path/to/socket)"
+        )
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    namespace = "default"
+    kept = []
+    for key, value in query:
+        if key == "namespace":
+            namespace = value
+        else:
+            kept.append((key, value))
+    if not _NAMESPACE.match(namespace):
+        raise ConfigError(
+            f"shared_state: namespace {namespace!r} must be 1 to 64 letters, digits, '_', '.' or '-'"
+        )
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    client_url = urlunsplit(parts._replace(query=urlencode(kept)))
+    shown = urlunsplit(parts._replace(netloc=netloc, query=urlencode([("namespace", namespace)])))
+    return StoreURL(client_url, namespace, shown)
+
+
+class RedisStore:
+    """Typed calls over one Redis namespace; thread-safe (redis-py's connection pool)."""
+
+    def __init__(self, url: StoreURL, *, socket_timeout_s: float = 2.0, block_ms: int = 100):
+        try:
+            import redis
+        except ImportError:
+            raise ConfigError(
+                "shared_state: the Redis client is not installed; pip install 'uniscale-lc[redis]'"
+            ) from None
+        self._redis_errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        self._response_error = redis.exceptions.ResponseError
+        self.url = url
+        self.block_ms = block_ms
+        self.client = redis.Redis.from_url(
+            url.client_url,
+            socket_timeout=socket_timeout_s + block_ms / 1000.0,
+            socket_connect_timeout=socket_timeout_s,
+            health_check_interval=0,
+        )
+        prefix = f"uniscale:{{{url.namespace}}}:"
+        self.prefix = prefix
+        self.log_key, self.seq_key = prefix + "log", prefix + "seq"
+        self.snapshot_key, self.meta_key = prefix + "snapshot", prefix + "meta"
+        self._commit = self.client.register_script(_COMMIT)
+        self._put_pending = self.client.register_script(_PUT_PENDING)
+        self._resolve = self.client.register_script(_RESOLVE)
+        self._put_snapshot = self.client.register_script(_PUT_SNAPSHOT)
+        self._seed = self.client.register_script(_SEED)
+
+    def call(self, operation: Callable[[], T]) -> T:
+        """Run one Redis operation; connection trouble becomes `StoreUnavailable`."""
+        try:
+            return operation()
+        except self._redis_errors as error:
+            raise StoreUnavailable(f"{type(error).__name__}: {error}") from None
+        except self._response_error as error:
+            text = str(error)
+            if text.startswith(("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "READONLY")):
+                raise StoreUnavailable(text) from None
+            raise StateError(
+                f"shared_state: Redis at {self.url.shown} refused a command ({text[:200]})"
+            ) from None
+
+    # ------------------------------------------------------------------ writes
+
+    def _commit_call(
+        self, batch_id: str, payload: bytes, result: bytes, dedup_ttl_ms: int, pending_id: str
+    ) -> tuple[list[str], list[Any]]:
+        keys = [
+            self.log_key,
+            self.seq_key,
+            self.prefix + "done:" + batch_id,
+            self.prefix + "pending:" + pending_id,
+        ]
+        return keys, [payload, result, dedup_ttl_ms]
+
+    def commit(
+        self, batch_id: str, payload: bytes, result: bytes, dedup_ttl_ms: int, pending_id: str
+    ) -> tuple[bool, bytes]:
+        """(True, entry id) when appended now; (False, first result) when this batch was committed before."""
+        keys, args = self._commit_call(batch_id, payload, result, dedup_ttl_ms, pending_id)
+        applied, value = self.call(lambda: self._commit(keys=keys, args=args))
+        return bool(applied), bytes(value)
+
+    def put_pending(
+        self,
+        decision_id: str,
+        aliases: Sequence[str],
+        payload: bytes,
+        ttl_ms: int,
+        usage: tuple[str, bytes, int] | None = None,
+    ) -> None:
+        """Keep a pending decision, and commit its usage batch (batch id, payload, dedup TTL), in one trip."""
+        keys = [self.prefix + "pending:" + decision_id, self.prefix + "done:" + decision_id]
+        keys += [self.prefix + "alias:" + alias for alias in aliases]
+        args: list[Any] = [payload, ttl_ms, decision_id]
+        if usage is None:
+            self.call(lambda: self._put_pending(keys=keys, args=args))
+            return
+        usage_keys, usage_args = self._commit_call(usage[0], usage[1], b"1", usage[2], usage[0])
+
+        def run() -> Any:
+            pipe = self.client.pipeline(transaction=False)
+            self._put_pending(keys=keys, args=args, client=pipe)
+            self._commit(keys=usage_keys, args=usage_args, client=pipe)
+            return pipe.execute()
+
+        self.call(run)
+
+    def resolve(self, key: str) -> tuple[str, str, bytes]:
+        """('done', id, result) | ('pending', id, payload) | ('unknown', '', b'')."""
+        status, found, value = self.call(lambda: self._resolve(keys=[self.prefix], args=[self.prefix, key]))
+        return status.decode(), found.decode(), bytes(value)
+
+    def put_snapshot(self, seq: int, entry_id: str, payload: bytes) -> bool:
+        keys = [self.snapshot_key, self.log_key]
+        return bool(self.call(lambda: self._put_snapshot(keys=keys, args=[seq, entry_id, payload])))
+
+    def seed(self, payload: bytes) -> bool:
+        return bool(self.call(lambda: self._seed(keys=[self.snapshot_key, self.seq_key], args=[payload])))
+
+    def agree_meta(self, meta: bytes) -> bytes:
+        """Set the namespace's meta if unset; returns the meta in force (ours or an earlier replica's)."""
+
+        def run() -> bytes:
+            self.client.set(self.meta_key, meta, nx=True)
+            value: Any = self.client.get(self.meta_key)
+            return bytes(value or b"")
+
+        return self.call(run)
+
+    # ------------------------------------------------------------------ reads
+
+    def ping(self) -> None:
+        self.call(self.client.ping)
+
+    def last_seq(self) -> int:
+        return int(self.call(lambda: self.client.get(self.seq_key)) or 0)
+
+    def snapshot_seq(self) -> int:
+        return int(self.call(lambda: self.client.hget(self.snapshot_key, "seq")) or -1)
+
+    def snapshot(self, max_bytes: int) -> tuple[int, str, bytes] | None:
+        """(seq, entry id, payload) of the snapshot, refusing before transfer one over `max_bytes`."""
+        size = int(self.call(lambda: self.client.hstrlen(self.snapshot_key, "payload")))
+        if size == 0:
+            return None
+        if size > max_bytes:
+            raise StateError(
+                f"shared_state: the snapshot in {self.url.shown} is {size} bytes, over the {max_bytes}-byte limit"
+            )
+        values: Any = self.call(lambda: self.client.hmget(self.snapshot_key, ["seq", "entry_id", "payload"]))
+        seq, entry_id, payload = values
+        if seq is None or entry_id is None or payload is None:
+            return None
+        return int(seq), bytes(entry_id).decode(), bytes(payload)
+
+    def read_after(self, entry_id: str, count: int, block: bool) -> list[tuple[str, int, bytes]]:
+        """Up to `count` log entries after `entry_id` as (entry id, seq, payload); waits up to block_ms."""
+
+        def run() -> Any:
+            if block:
+                return self.client.xread({self.log_key: entry_id}, count=count, block=self.block_ms)
+            return [[self.log_key, self.client.xrange(self.log_key, min="(" + entry_id, count=count)]]
+
+        reply = self.call(run) or []
+        entries = []
+        for _, items in reply:
+            for raw_id, fields in items:
+                seq = fields.get(b"s")
+                entries.append(
+                    (raw_id.decode(), int(seq) if seq is not None else -1, bytes(fields.get(b"e", b"")))
+                )
+        return entries
+
+    def close(self) -> None:
+        self.client.close()
