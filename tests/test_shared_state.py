@@ -106,7 +106,9 @@ def policy_arrays(state: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[
 
 def assert_same_policy(a: LinUCB, b: LinUCB, tolerance: float = 1e-9) -> None:
     for policy in (a, b):
-        policy.score(np.zeros(DIM))  # gives every arm its (prior) slot, so untried arms compare too
+        policy.score(
+            np.zeros(policy.context_dim)
+        )  # gives every arm its (prior) slot: untried arms compare too
     left, right = dict(policy_arrays(a.state_dict())), dict(policy_arrays(b.state_dict()))
     assert left.keys() == right.keys()
     for key in left:
@@ -124,9 +126,9 @@ def log_batches(url: str) -> list[Batch]:
         store.close()
 
 
-def single_learner(batches: list[Batch]) -> LinUCB:
+def single_learner(batches: list[Batch], policy: LinUCB | None = None) -> LinUCB:
     """A fresh policy fed every reward update of `batches` in order: what every replica must equal."""
-    policy = make_policy()
+    policy = policy or make_policy()
     for batch in batches:
         for event in batch.events:
             if isinstance(event, RewardUpdate):
@@ -408,3 +410,42 @@ def test_a_replica_with_local_state_joining_a_used_store_adopts_the_store(redis_
             joined.close()
     finally:
         first.close()
+
+
+def test_a_store_that_lost_its_data_is_rebased_on_a_replica_and_every_replica_converges(
+    redis_url: str,
+) -> None:
+    a, b = Replica(redis_url), Replica(redis_url)
+    store = RedisStore(parse_store_url(redis_url))
+    try:
+        rng = np.random.default_rng(11)
+        for replica in (a, b, a, b, a):
+            x = rng.standard_normal(DIM) / 3
+            pending = replica.request(x)
+            replica.score(pending.decision_id, quality_for(x, pending.arm_id))
+        for replica in (a, b):
+            assert replica.shared.wait_until(lambda r=replica: r.shared.stats()["updates"] == 5)
+        store.client.delete(*store.client.keys(store.prefix + "*"))  # Redis restarted without persistence
+        for replica in (a, b):
+            assert replica.shared.wait_until(lambda r=replica: r.shared.stats()["store_resets"] == 1), (
+                replica.shared.stats()
+            )
+        for replica in (b, a, b):
+            x = rng.standard_normal(DIM) / 3
+            pending = replica.request(x)
+            replica.score(pending.decision_id, quality_for(x, pending.arm_id))
+        for replica in (a, b):
+            assert replica.shared.wait_until(lambda r=replica: r.shared.stats()["updates"] == 8), (
+                replica.shared.stats()
+            )
+        late = Replica(redis_url)  # a fresh replica starts from the re-based store: all 8 updates
+        try:
+            assert late.shared.stats()["updates"] == 8
+            assert_same_policy(a.policy, b.policy, tolerance=0.0)
+            assert_same_policy(late.policy, a.policy, tolerance=0.0)
+        finally:
+            late.close()
+    finally:
+        store.close()
+        a.close()
+        b.close()

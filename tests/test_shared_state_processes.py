@@ -1,5 +1,5 @@
-"""Many replicas on one real redis-server: four processes learning concurrently and a fifth that must
-equal one learner fed the store's updates in order; Redis killed and restarted mid-run."""
+"""Many replicas on one real redis-server: four Router processes answering and learning concurrently and
+a fifth that must equal one learner fed the store's updates in order; Redis killed and restarted mid-run."""
 
 from __future__ import annotations
 
@@ -21,62 +21,86 @@ from test_shared_state import (
 )
 
 from uniscale_lc.errors import FeedbackError
+from uniscale_lc.testing.openai_server import SimulatedModel
+
+pytest_plugins = ("fixtures_server",)
 
 WORKERS = 4
 REQUESTS = 50
 
 
-def _max_difference(replica: Replica, url: str) -> float:
-    reference = single_learner(log_batches(url))
-    try:
-        assert_same_policy(replica.policy, reference, tolerance=1e-9)
-    except AssertionError as error:
-        raise AssertionError(f"replica {replica.shared.replica_id} differs: {error}") from None
-    return 0.0
+def _router(url: str, api_base: str, feedback: bool) -> Any:
+    """One app replica: the real Router on the loopback model server, with automatic feedback."""
+    from uniscale_lc import Router
+    from uniscale_lc.client import ModelClient, RetryPolicy
+    from uniscale_lc.model_spec import ModelSpec
+    from uniscale_lc.policy import LinUCB
+    from uniscale_lc.strategies.config import MajorityVote, Single
+
+    def score(messages: list[dict[str, Any]], completion: Any) -> float:
+        return 1.0 if "42" in completion.text else 0.25
+
+    models = [
+        ModelSpec(model=name, api_base=api_base, timeout_s=10.0, gpu_usd_per_hour=price)
+        for name, price in (("a", 1.0), ("b", 2.0))
+    ]
+    return Router(
+        models=models,
+        strategies=[Single(), MajorityVote(n=3)],
+        policy=LinUCB(seed=2),
+        client=ModelClient(retry=RetryPolicy(max_attempts=1), seed=0),
+        feedback_fn=score if feedback else None,
+        shared_state=url,
+    )
 
 
-def _worker(url: str, index: int, results: Any) -> None:
-    """One app replica: 50 requests, each scored at once by an automatic feedback function."""
+def _check_against_one_learner(router: Any, url: str, name: str) -> int:
+    from uniscale_lc.policy import LinUCB
+
+    shared = router._shared.shared
+    if not shared.wait_until(lambda: router.stats()["updates"] == WORKERS * REQUESTS, 60):
+        raise AssertionError(f"{name} saw {router.stats()['updates']} updates")
+    alone = LinUCB(seed=2)
+    alone.bind(router.arm_space, router.policy.context_dim)
+    assert_same_policy(router.policy, single_learner(log_batches(url), alone), tolerance=1e-9)
+    return int(router.stats()["updates"])
+
+
+def _worker(url: str, api_base: str, index: int, results: Any) -> None:
+    """50 requests, each scored at once by the router's feedback_fn."""
     try:
-        replica = Replica(url)
-        rng = np.random.default_rng(100 + index)
-        for _ in range(REQUESTS):
-            x = rng.standard_normal(DIM) / 3
-            pending = replica.request(x)
-            result = replica.score(pending.decision_id, quality_for(x, pending.arm_id))
-            assert not result.duplicate
-        if not replica.shared.wait_until(lambda: replica.shared.stats()["updates"] == WORKERS * REQUESTS, 60):
-            raise AssertionError(f"worker {index} saw {replica.shared.stats()['updates']} updates")
-        _max_difference(replica, url)
-        results.put((index, "ok", replica.shared.stats()["updates"]))
-        replica.close()
+        router = _router(url, api_base, feedback=True)
+        for number in range(REQUESTS):
+            router.complete(f"replica {index}, question {number}: what is 6 x 7?")
+        results.put((index, "ok", _check_against_one_learner(router, url, f"worker {index}")))
+        router.close()
     except BaseException as error:  # report every failure to the parent, which asserts
         results.put((index, f"{type(error).__name__}: {error}", None))
 
 
-def _observer(url: str, results: Any) -> None:
+def _observer(url: str, api_base: str, results: Any) -> None:
     """The fifth process: serves no request, only folds what the others learn."""
     try:
-        replica = Replica(url)
-        if not replica.shared.wait_until(lambda: replica.shared.stats()["updates"] == WORKERS * REQUESTS, 90):
-            raise AssertionError(f"the observer saw {replica.shared.stats()['updates']} updates")
-        _max_difference(replica, url)
-        results.put(("observer", "ok", replica.shared.stats()["updates"]))
-        replica.close()
+        router = _router(url, api_base, feedback=False)
+        results.put(("observer", "ok", _check_against_one_learner(router, url, "the observer")))
+        router.close()
     except BaseException as error:
         results.put(("observer", f"{type(error).__name__}: {error}", None))
 
 
 @pytest.mark.timeout(120)
-def test_four_processes_learn_one_policy_that_a_fifth_equals(redis_url: str) -> None:
-    # One interpreter imports numpy and uniscale_lc once and forks the five replicas from it: spawn would
-    # import them five times, fork would copy this process's threads' locks.
+def test_four_processes_learn_one_policy_that_a_fifth_equals(redis_url: str, make_server: Any) -> None:
+    server = make_server([SimulatedModel("a", "the answer is 42"), SimulatedModel("b", "it is 41")])
+    # One interpreter imports numpy, uniscale_lc and litellm once and forks the five replicas from it: spawn
+    # would import them five times, fork would copy this process's threads' locks.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `make test` sets: BLAS threads only contend here
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["test_shared_state_processes"])
+    context.set_forkserver_preload(["test_shared_state_processes", "uniscale_lc.router", "litellm", "openai"])
     results = context.Queue()
-    processes = [context.Process(target=_observer, args=(redis_url, results))]
-    processes += [context.Process(target=_worker, args=(redis_url, i, results)) for i in range(WORKERS)]
+    processes = [context.Process(target=_observer, args=(redis_url, server.api_base, results))]
+    processes += [
+        context.Process(target=_worker, args=(redis_url, server.api_base, i, results)) for i in range(WORKERS)
+    ]
     for process in processes:
         process.start()
     reports = [results.get(timeout=100) for _ in processes]
@@ -84,10 +108,10 @@ def test_four_processes_learn_one_policy_that_a_fifth_equals(redis_url: str) -> 
         process.join(timeout=20)
     assert all(status == "ok" for _, status, _ in reports), reports
     assert all(updates == WORKERS * REQUESTS for _, _, updates in reports)
-    batches = log_batches(redis_url)
-    assert len(batches) == WORKERS * REQUESTS
-    assert len({batch.batch_id for batch in batches}) == WORKERS * REQUESTS
-    assert len({batch.origin for batch in batches}) == WORKERS  # every worker's updates are in it
+    feedback = [batch for batch in log_batches(redis_url) if batch.reward_updates]
+    assert len(feedback) == WORKERS * REQUESTS == len({batch.batch_id for batch in feedback})
+    assert len({batch.origin for batch in feedback}) == WORKERS  # every worker's updates are in it
+    assert server.request_count("a") + server.request_count("b") >= WORKERS * REQUESTS
 
 
 @pytest.mark.timeout(120)

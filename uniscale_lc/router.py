@@ -71,6 +71,8 @@ class Router(RoutingEngine):
         self._load_report: list[str] = []
         if config.state_path is not None and Path(config.state_path).exists():
             self._load()
+        if config.shared_state is not None:
+            self._join_shared_state(config.shared_state)
         if config.state_path is not None:
             self._autosaver = Autosaver(self.save, config.autosave_interval_s)
 
@@ -191,8 +193,8 @@ class Router(RoutingEngine):
         return result
 
     async def afeedback(self, key: Any, score: Any) -> FeedbackResult:
-        """Async twin of `feedback`: the state file is written in a worker thread."""
-        result = self._apply_feedback(key, score)
+        """Async twin of `feedback`: the state file (and the shared store) are written in a worker thread."""
+        result = await self._aapply_feedback(key, score)
         if not result.duplicate:
             await self._aautosave()
         return result
@@ -211,6 +213,8 @@ class Router(RoutingEngine):
             "cost_weight": self.cost_weight_now(),
             "arms": summary["arms"],
             "breakers": self._breakers.snapshot() if self._breakers is not None else {},
+            "updates": self._shared.updates if self._shared is not None else _local_updates(summary),
+            **({"shared_state": self._shared.stats()} if self._shared is not None else {}),
         }
 
     def explain(self, prompt: str | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -237,9 +241,13 @@ class Router(RoutingEngine):
         return state_tree(self._policy, self._cost_model, self._feedback, pacer, self._stats, self._arm_space)
 
     def close(self) -> None:
-        """Save what autosave has pending and stop its thread (also done at interpreter exit)."""
+        """Save what autosave has pending and stop its thread (also done at interpreter exit); write what
+        waits for the shared store (for up to 2 s) and leave it."""
         if self._autosaver is not None:
             self._autosaver.close()
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
 
     async def aclose(self) -> None:
         """Async twin of `close`: the final save runs in a worker thread."""
@@ -252,6 +260,20 @@ class Router(RoutingEngine):
             raise ConfigError(f"{self.label}.save.path: no path given and no state_path configured")
         with self._save_lock:
             return save_state(target, self._state_tree())
+
+    def _join_shared_state(self, url: str) -> None:
+        """Fold the shared store into this router's policy, cost model and pacer (docs/scaling.md)."""
+        from .shared_state.router_link import RouterLink  # the redis client is an optional extra
+
+        self._shared = RouterLink.connect(
+            url,
+            policy=self._policy,
+            cost_model=self._cost_model,
+            pacer=self._pacer,
+            local=self._feedback,
+            feedback_ttl_s=self.config.feedback_ttl_s,
+            updates=_local_updates(self._stats.summary()),
+        )
 
     def _load(self) -> None:
         state_path = self.config.state_path
@@ -268,3 +290,8 @@ class Router(RoutingEngine):
         )
         for line in self._load_report:
             logger.warning("uniscale: loading %s: %s", state_path, line)
+
+
+def _local_updates(summary: Mapping[str, Any]) -> int:
+    """Reward updates a router's own policy received: one per feedback and one per failed arm."""
+    return sum(int(arm["feedback"]) + int(arm["failures"]) for arm in summary["arms"].values())

@@ -91,6 +91,13 @@ class RouterConfig(BaseModel):
         default=None,
         description="time-per-output-token SLO; arms on servers predicted to break it are skipped",
     )
+    shared_state: str | None = Field(
+        default=None,
+        description=(
+            "redis://HOST:PORT/DB[?namespace=NAME]: replicas on one Redis learn one policy "
+            "(docs/scaling.md; needs the redis extra)"
+        ),
+    )
 
 
 def refuse_secrets(fields: dict[str, Any], label: str) -> None:

@@ -108,6 +108,7 @@ class RoutingEngine:
         self._stats = RouterStats()
         self._specs: dict[str, ModelSpec] = {}
         self._autosaver: Autosaver | None = None  # set by the Router when state_path is configured
+        self._shared: Any = None  # a shared_state.RouterLink once the Router joined its store
 
     def _build_parts(self) -> None:
         """Validate the configuration and build the learning parts; errors name the field and the fix."""
@@ -227,7 +228,7 @@ class RoutingEngine:
                     )
             except ModelCallError as error:
                 if sent:  # tokens already reached the caller: no clean fallback
-                    self._policy.update(decision, 0.0)
+                    self._learn_zero(decision)
                     self._stats.arm_failed(arm.id, request_failed=True)
                     raise
                 remaining = self._learn_failure(request, decision, arm, error, failures)
@@ -362,7 +363,7 @@ class RoutingEngine:
     ) -> list[str]:
         """Teach the policy that this arm failed (quality 0) and return the arms still worth trying."""
         logger.warning("uniscale: arm %s failed (%s); falling back", arm.id, error)
-        self._policy.update(decision, 0.0)
+        self._learn_zero(decision)
         if self._breakers is not None and self._breakers.record_failure(arm.model.display_name):
             logger.warning("uniscale: circuit breaker opened for model %s", arm.model.display_name)
         self._stats.arm_failed(arm.id)
@@ -414,17 +415,18 @@ class RoutingEngine:
             self._breakers.record_success(outcome.arm.model.display_name)
         usage = outcome.result.usage
         cost = float(usage["cost_usd"])
-        self._cost_model.observe(
-            outcome.arm.id,
-            request.prompt_tokens,
-            input_tokens=float(usage["input_tokens"]),
-            output_tokens=float(usage["output_tokens"]),
-            calls=float(usage["calls"]),
-            latency_s=float(usage["latency_s"]),
-        )
-        with self._lock:
-            if self._pacer is not None:
-                self._pacer.observe(cost)
+        if self._shared is None:  # shared: every replica's cost model and pacer learn it from the log
+            self._cost_model.observe(
+                outcome.arm.id,
+                request.prompt_tokens,
+                input_tokens=float(usage["input_tokens"]),
+                output_tokens=float(usage["output_tokens"]),
+                calls=float(usage["calls"]),
+                latency_s=float(usage["latency_s"]),
+            )
+            with self._lock:
+                if self._pacer is not None:
+                    self._pacer.observe(cost)
         self._stats.answered(outcome.arm.id, cost)
         pending = PendingDecision(
             decision=outcome.decision,
@@ -434,11 +436,23 @@ class RoutingEngine:
             run_id=run_id,
             request_id=request.request_id,
         )
-        self._keep_pending(pending)
+        self._keep_pending(pending, usage, request.prompt_tokens)
         return pending
 
-    def _keep_pending(self, pending: PendingDecision) -> None:
-        dropped = self._feedback.add(pending)
+    def _learn_zero(self, decision: Decision) -> None:
+        """A failed arm teaches quality 0 (through the shared log when there is one)."""
+        if self._shared is not None:
+            self._shared.learn_failure(decision)
+        else:
+            self._policy.update(decision, 0.0)
+
+    def _keep_pending(
+        self, pending: PendingDecision, usage: Mapping[str, Any] | None = None, prompt_tokens: float = 0.0
+    ) -> None:
+        if self._shared is not None:
+            dropped = self._shared.keep_pending(pending, usage, prompt_tokens)
+        else:
+            dropped = self._feedback.add(pending)
         if dropped:
             logger.info("uniscale: %d pending decisions expired or were evicted unscored", len(dropped))
 
@@ -459,7 +473,7 @@ class RoutingEngine:
             try:
                 value = score(completion)
                 if value is not None:
-                    self._apply_feedback(pending.decision_id, value)
+                    await self._aapply_feedback(pending.decision_id, value)
             except FeedbackError as error:
                 logger.warning(
                     "uniscale: feedback_fn gave an unusable score (%s); the decision stays pending", error
@@ -468,9 +482,24 @@ class RoutingEngine:
                 logger.exception("uniscale: feedback_fn raised; the decision stays pending")
         await self._aautosave()
 
+    async def _aapply_feedback(self, key: Any, score: Any) -> FeedbackResult:
+        """`_apply_feedback` off the event loop when it waits on the shared store."""
+        if self._shared is not None:
+            return await asyncio.to_thread(self._apply_feedback, key, score)
+        return self._apply_feedback(key, score)
+
     def _apply_feedback(self, key: Any, score: Any) -> FeedbackResult:
         key = _decision_key(key)
         quality = validate_score(score)
+        if self._shared is not None:
+            result = self._shared.apply_feedback(
+                key,
+                quality,
+                lambda taken, q: reward_from(q, taken.cost_usd, taken.reference_cost_usd, taken.cost_weight),
+            )
+            if not result.duplicate:
+                self._stats.scored(result.arm_id, result.quality, result.reward)
+            return result
         with self._feedback_lock:
             taken = self._feedback.take(key)
             if isinstance(taken, FeedbackResult):

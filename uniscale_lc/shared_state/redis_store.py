@@ -6,6 +6,7 @@ Keys (one hash tag per namespace, so a Redis Cluster keeps them in one slot):
     uniscale:{NS}:seq        last sequence number given out (INCR inside the commit script)
     uniscale:{NS}:snapshot   hash: seq, entry_id, payload (the folded state after entry `seq`)
     uniscale:{NS}:meta       what every replica must agree on (policy kind, dimensions, config)
+    uniscale:{NS}:epoch      set once per store life: a new one means Redis lost its data
     uniscale:{NS}:done:ID    result of batch ID, for `dedup_ttl_s`: makes every commit exactly-once
     uniscale:{NS}:pending:ID a decision waiting for feedback, for the feedback TTL
     uniscale:{NS}:alias:KEY  run id / request id -> decision id, for the feedback TTL
@@ -75,9 +76,15 @@ redis.call('XTRIM', KEYS[2], 'MINID', ARGV[2])
 return 1
 """
 
-# Seed an empty store with a replica's learnt state (moving from one process to a fleet).
+# Give a store without a snapshot its base state, the one the whole log is folded onto: the first
+# replica's (moving from one process to a fleet), or after Redis lost its data, the state of the first
+# replica that noticed. With a snapshot in place, only make sure new entries number above it.
 _SEED = """
-if tonumber(redis.call('GET', KEYS[2]) or '0') ~= 0 or redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local covered = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+  if tonumber(redis.call('GET', KEYS[2]) or '0') < covered then redis.call('SET', KEYS[2], covered) end
+  return 0
+end
 redis.call('HSET', KEYS[1], 'seq', 0, 'entry_id', '0-0', 'payload', ARGV[1])
 return 1
 """
@@ -150,6 +157,7 @@ class RedisStore:
         self.prefix = prefix
         self.log_key, self.seq_key = prefix + "log", prefix + "seq"
         self.snapshot_key, self.meta_key = prefix + "snapshot", prefix + "meta"
+        self.epoch_key = prefix + "epoch"
         self._commit = self.client.register_script(_COMMIT)
         self._put_pending = self.client.register_script(_PUT_PENDING)
         self._resolve = self.client.register_script(_RESOLVE)
@@ -245,6 +253,20 @@ class RedisStore:
 
     def last_seq(self) -> int:
         return int(self.call(lambda: self.client.get(self.seq_key)) or 0)
+
+    def epoch(self, candidate: str) -> tuple[str, int]:
+        """(the store's epoch, its last seq): the epoch is set once (to `candidate` when unset), so a
+        changed one means the data was lost and started again."""
+
+        def run() -> Any:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(self.epoch_key, candidate, nx=True)
+            pipe.get(self.epoch_key)
+            pipe.get(self.seq_key)
+            return pipe.execute()
+
+        _, epoch, seq = self.call(run)
+        return bytes(epoch or b"").decode(), int(seq or 0)
 
     def snapshot_seq(self) -> int:
         return int(self.call(lambda: self.client.hget(self.snapshot_key, "seq")) or -1)

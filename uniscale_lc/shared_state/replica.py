@@ -115,6 +115,7 @@ class SharedState:
         self.store_seq = 0
         self.connected = True
         self._last_snapshot_seq = 0
+        self.epoch: str | None = None  # the store's, once seen
         self._counters = collections.Counter[str]()
 
     # ------------------------------------------------------------------ start-up
@@ -134,6 +135,7 @@ class SharedState:
         try:
             store.ping()
             replica._agree_meta()
+            replica.epoch = store.epoch(uuid.uuid4().hex)[0]
             replica._seed_or_load()
         except StoreUnavailable as error:
             store.close()
@@ -160,7 +162,7 @@ class SharedState:
             # The first replica on an empty store seeds it with its state (fresh, or learnt and loaded from
             # a state file: the path from one process to a fleet), so that every replica, whatever it
             # loaded locally, starts from the same snapshot and folds the same log on top of it.
-            if self.store.snapshot_seq() < 0 and self.store.last_seq() == 0:
+            if self.store.snapshot_seq() < 0:
                 seed = encode_snapshot(
                     self.fold.state_dict(), seq=0, entry_id="0-0", updates=self.fold.updates
                 )
@@ -411,16 +413,26 @@ class SharedState:
     def _check_store_seq(self) -> None:
         """Learn how far the log goes (for `behind`), and notice a store that lost its history."""
         position = self.applied_seq  # read first: the log only grows, so store_seq >= position unless reset
-        store_seq = self.store.last_seq()
-        if store_seq < position <= self.store_seq:  # counted once per reset
+        epoch, store_seq = self.store.epoch(uuid.uuid4().hex)
+        lost_all = self.epoch is not None and epoch != self.epoch
+        self.epoch = epoch
+        if lost_all or store_seq < position <= self.store_seq:  # counted once per reset
             logger.error(
                 "uniscale: the shared log at %s restarts below this replica's position (%d < %d): Redis "
-                "lost its data (persistence off?); the local copy keeps what it learnt",
+                "lost data (persistence off, or appendfsync everysec and a crash); re-basing on the store",
                 self.store.url.shown,
                 store_seq,
                 position,
             )
             self._counters["store_resets"] += 1
+            with self._apply_lock:
+                # Start over on what the store holds now: the first replica to notice gives it its state
+                # as the base, every replica loads that base and folds the log written since on top.
+                self.applied_seq, self.last_entry_id, self._last_snapshot_seq = 0, "0-0", 0
+                self.store_seq = store_seq
+                self._agree_meta()
+                self._seed_or_load()
+            return
         self.store_seq = store_seq
 
     def wait_until(self, condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
