@@ -32,7 +32,14 @@ from uniscale_lc.specserve.planner import (
     tail_tpot_curve,
 )
 from uniscale_lc.specserve.profile import EXAMPLE_PROFILE, Profile, example_profile
-from uniscale_lc.specserve.simulate import load_trace, make_workload, replay, run_comparison, static_policy
+from uniscale_lc.specserve.simulate import (
+    load_trace,
+    make_workload,
+    replay,
+    run_comparison,
+    standard_policies,
+    static_policy,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -216,7 +223,7 @@ def test_cli_plan_and_simulate(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert out.startswith("SIMULATION") and "specserve-slo" in out
     saved = json.loads(out_json.read_text())
     assert saved["label"].startswith("SIMULATION") and saved["profile_synthetic"] is True
-    assert len(saved["results"]) == 6
+    assert [r["policy"] for r in saved["results"]] == list(standard_policies(example_profile(), 40.0))
     assert cli.main(["specserve", "plan", str(tmp_path / "missing.json"), "--slo-tpot-ms", "40"]) == 2
 
 

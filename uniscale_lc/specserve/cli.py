@@ -24,6 +24,7 @@ from .planner import SpecPlan, plan, speculative_config, summary_rows
 from .profile import EXAMPLE_PROFILE, Profile
 from .server_profiler import fit_profile, observe
 from .simulate import load_trace, run_comparison
+from .sweep import check_aims, markdown, run_sweep
 from .vllm_rules import VLLM_TARGET
 
 SIMULATION_LABEL = "SIMULATION (goodput/latency model replay; no GPU, no server)"
@@ -87,6 +88,24 @@ def add_subparser(subparsers: Any) -> None:
     p_sim.add_argument("--rate-scale", type=float, default=1.0, help="multiply the arrival rate")
     p_sim.add_argument("--seed", type=int, default=0)
     p_sim.add_argument("--json", type=Path, default=None, help="also write the results here")
+
+    p_sweep = sub.add_parser("sweep", help="every policy on several traces and loads, with the aims check")
+    p_sweep.add_argument("--traces", default="conv,code,mooncake", help="comma-separated names or CSV paths")
+    p_sweep.add_argument("--traces-dir", type=Path, default=None, help="default: ../shared/data/traces")
+    p_sweep.add_argument("--loads", default="1,4,8", help="comma-separated rate scales")
+    p_sweep.add_argument("--profile", type=Path, default=EXAMPLE_PROFILE)
+    p_sweep.add_argument("--slo-tpot-ms", type=float, required=True)
+    p_sweep.add_argument("--max-k", type=int, default=8)
+    p_sweep.add_argument("--seed", type=int, default=0)
+    p_sweep.add_argument("--adaptive", default="vllm-table+cap,specserve-slo+cap,adaspec-drafting+trim",
+                         help="policies checked against the aims")
+    p_sweep.add_argument("--json", type=Path, default=None)
+
+
+def profile_label(path: Path, profile: Profile) -> str:
+    """What every simulated table is headed with: SIMULATION and the profile it used."""
+    kind = "SYNTHETIC calibrated roofline" if profile.synthetic else "measured"
+    return f"SIMULATION, profile {path.name}: {kind}, {profile.hardware}"
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -167,11 +186,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
               f"slo_tpot_ms={args.slo_tpot_ms} seed={args.seed}\nprofile={args.profile} "
               f"({'SYNTHETIC' if profile.synthetic else 'measured'}: {profile.description})")
     print(header)
-    print("| policy | mean TPOT ms | p99 TPOT ms | SLO attainment | throughput tok/s | mean TTFT ms | mean k |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"# {profile_label(args.profile, profile)}")
+    print("| policy | mean TPOT ms | p99 TPOT ms | SLO attainment | goodput tok/s | throughput tok/s "
+          "| mean TTFT ms | mean k |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['policy']} | {r['mean_tpot_ms']:.2f} | {r['p99_tpot_ms']:.2f} | {r['slo_attainment']:.3f} "
-              f"| {r['throughput_tok_s']:.0f} | {r['mean_ttft_ms']:.0f} | {r['mean_k']:.2f} |")
+              f"| {r['goodput_tok_s']:.0f} | {r['throughput_tok_s']:.0f} | {r['mean_ttft_ms']:.0f} "
+              f"| {r['mean_k']:.2f} |")
     if args.json:
         payload = {"label": SIMULATION_LABEL, "trace": args.trace, "rate_scale": args.rate_scale,
                    "slo_tpot_ms": args.slo_tpot_ms, "seed": args.seed, "profile": str(args.profile),
@@ -181,9 +203,43 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else "n/a"
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    profile = Profile.from_json(args.profile)
+    loads = [float(x) for x in args.loads.split(",") if x.strip()]
+    traces = [x for x in args.traces.split(",") if x.strip()]
+    cells = run_sweep(profile, args.slo_tpot_ms, traces, loads, traces_dir=args.traces_dir, max_k=args.max_k,
+                      seed=args.seed)
+    label = profile_label(args.profile, profile)
+    print(f"{SIMULATION_LABEL}; {label}; slo_tpot_ms={args.slo_tpot_ms} seed={args.seed}\n")
+    print(markdown(cells, label))
+    aims = [a for name in args.adaptive.split(",") for a in check_aims(cells, name, max(loads))]
+    print("| policy | trace | load | attainment >= best static | goodput / best static (>= 1.1 at top load) "
+          "| static-k3+cap attainment |")
+    print("|---|---|---|---|---|---|")
+    for a in aims:
+        met = "n/a" if a["goodput_met"] is None else ("met" if a["goodput_met"] else "MISSED")
+        print(f"| {a['policy']} | {a['trace']} | x{a['rate_scale']:g} | "
+              f"{'met' if a['attainment_met'] else 'MISSED'} ({a['attainment']:.3f} vs "
+              f"{a['best_static_attainment']:.3f}) | {a['goodput_ratio']:.2f} {met} | "
+              f"{_fmt(a['static_k3_cap_attainment'])} |")
+    if args.json:
+        payload = {"label": label, "slo_tpot_ms": args.slo_tpot_ms, "seed": args.seed,
+                   "profile": str(args.profile), "profile_synthetic": profile.synthetic,
+                   "profile_provenance": profile.provenance, "aims": aims,
+                   "cells": [{"trace": c.trace, "rate_scale": c.rate_scale, "requests": c.requests,
+                              "results": c.rows} for c in cells]}
+        args.json.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Dispatch a parsed `specserve` command; errors print one line and return 2."""
-    commands = {"plan": _cmd_plan, "apply": _cmd_apply, "profile": _cmd_profile, "simulate": _cmd_simulate}
+    commands = {"plan": _cmd_plan, "apply": _cmd_apply, "profile": _cmd_profile, "simulate": _cmd_simulate,
+                "sweep": _cmd_sweep}
     try:
         return commands[args.specserve_command](args)
     except (UniScaleError, ValueError, OSError) as exc:
