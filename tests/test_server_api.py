@@ -305,6 +305,8 @@ def test_bearer_auth(openai_server: OpenAIServer, serve: Callable[..., Served]) 
         assert served.http.get(path).status_code == 401
     assert served.post("/v1/feedback", {"decision_id": "x", "score": 1}).status_code == 401
     assert served.http.get("/health").status_code == 200  # liveness probes carry no key
+    scrape = served.http.get("/metrics", headers={"authorization": "Bearer s3cret-token"})
+    assert parse_prometheus_text(scrape.text).total("uniscale_requests_total", endpoint="unauthorized") == 4
     assert served.router.stats()["requests"] == 1  # the refused request never reached the router
 
 
@@ -414,3 +416,23 @@ def test_a_fallback_before_the_first_token_is_the_decision_the_stream_names(
     assert record["arm"] == "up|single" and record["fallbacks"][0]["arm"] == "down|single"
     assert header == record["decision_id"]
     assert "".join(e.choices[0].delta.content or "" for e in events if e.choices) == "a b c"
+
+
+def test_a_failure_after_the_first_token_ends_the_stream_with_an_error_event(
+    make_server: Callable[[Sequence[SimulatedModel]], OpenAIServer], serve: Callable[..., Served]
+) -> None:
+    models = make_server(
+        [SimulatedModel("flaky", "one two three four five six", failure="truncated_stream", failure_rate=1.0)]
+    )
+    served = serve(_router(models, models=("flaky",)))
+    received = ""
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in served.openai.chat.completions.create(model="uniscale", messages=QUESTION, stream=True):
+            if chunk.choices:
+                received += chunk.choices[0].delta.content or ""
+    assert received and "one two three four five six".startswith(received)  # tokens arrived, then the error
+    assert "failed" in caught.value.message
+    stats = served.router.stats()
+    assert stats["failed_requests"] == 1 and stats["arms"]["flaky|single"]["failures"] == 1
+    metrics = parse_prometheus_text(served.http.get("/metrics").text)
+    assert metrics.total("uniscale_requests_total", endpoint="chat_completions_stream_error") == 1

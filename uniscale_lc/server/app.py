@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 import time
@@ -280,7 +281,8 @@ def create_app(
     metrics: ServerMetrics | None = None,
 ) -> Starlette:
     """An ASGI app serving `router` (a `Router`); `api_key` turns on bearer-token auth for all but /health."""
-    service = _Service(router, metrics if metrics is not None else ServerMetrics(), max_body_bytes)
+    counters = metrics if metrics is not None else ServerMetrics()
+    service = _Service(router, counters, max_body_bytes)
     table: list[tuple[str, str, str, Handler]] = [
         ("/v1/chat/completions", "POST", "chat_completions", service.chat_completions),
         ("/v1/route", "POST", "route", service.route),
@@ -293,7 +295,8 @@ def create_app(
         Route(path, service.endpoint(name, handler), methods=[method])
         for path, method, name, handler in table
     ]
-    middleware = [Middleware(BearerAuthMiddleware, token=api_key)] if api_key else []
+    refused = functools.partial(counters.observe_request, "unauthorized", 401)
+    middleware = [Middleware(BearerAuthMiddleware, token=api_key, on_refused=refused)] if api_key else []
     return Starlette(
         routes=routes,
         middleware=middleware,

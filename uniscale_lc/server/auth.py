@@ -51,11 +51,12 @@ UNAUTHORIZED = ApiError(
 class BearerAuthMiddleware:
     """ASGI middleware: refuse HTTP requests without the right bearer token (lifespan passes through)."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, on_refused: Callable[[], None] | None = None) -> None:
         if not token:
             raise ValueError("BearerAuthMiddleware.token: empty; pass the key, or leave auth off")
         self.app = app
         self._token = token
+        self._on_refused = on_refused  # e.g. count the 401 in the server's metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path") in OPEN_PATHS:
@@ -67,6 +68,8 @@ class BearerAuthMiddleware:
         if token_matches(self._token, given):
             await self.app(scope, receive, send)
             return
+        if self._on_refused is not None:
+            self._on_refused()
         body = json.dumps(UNAUTHORIZED.body()).encode()
         await send(
             {

@@ -33,7 +33,8 @@ class ThreadedServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout_s: float = 10.0) -> ThreadedServer:
+    def start(self, timeout_s: float = 60.0) -> ThreadedServer:
+        """Start and wait until it listens (the app first imports litellm: seconds on a busy machine)."""
         self._thread = threading.Thread(target=self._server.run, name=THREAD_NAME, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout_s
