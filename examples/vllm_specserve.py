@@ -14,7 +14,8 @@ import sys
 import time
 
 from uniscale_lc.serving import LoadSignals, ServerMonitor, VLLMServer, VLLMServerConfig, free_port, slo_gate
-from uniscale_lc.specserve import example_profile, plan, speculative_config
+from uniscale_lc.specserve import example_profile, plan
+from uniscale_lc.specserve.vllm_rules import VLLM_TARGET
 
 
 def main() -> int:
@@ -26,21 +27,21 @@ def main() -> int:
     parser.add_argument("--slo-tpot-ms", type=float, default=40.0)
     args = parser.parse_args()
 
-    # 1. Plan k per batch size from a profile (here the shipped SYNTHETIC example; use your own).
+    # 1. Plan k per batch size from a profile (here the shipped SYNTHETIC, calibrated A100 example).
     spec_plan = plan(example_profile(), args.slo_tpot_ms, max_k=6)
-    spec_config = speculative_config(spec_plan, method="draft_model", model=args.draft)
-    print("speculative config:", spec_config)
 
-    # 2. Launch the server with it (or the stand-in), always stopped by the context manager.
+    # 2. Launch the server with it (or the stand-in, which checks the config as vLLM does), always stopped
+    #    by the context manager. The plan also sets --max-num-seqs to the largest batch meeting the SLO.
     command = None
     if args.standin:
         command = (sys.executable, "-m", "uniscale_lc.testing.vllm_standin", "--host", "{host}",
                    "--port", "{port}", "--model-name", "{served_model_name}")
-    config = VLLMServerConfig(model=args.model, served_model_name="local", port=free_port(),
-                              speculative_config=spec_config, command=command,
-                              extra_args=("--max-num-seqs", str(spec_plan.max_batch_meeting_slo or 256)),
+    config = VLLMServerConfig(model=args.model, served_model_name="local", port=free_port(), command=command,
                               gpu_usd_per_hour=args.gpu_usd_per_hour)
-    with VLLMServer(config) as server:
+    server = VLLMServer(config, speculative_plan=spec_plan, draft_model=args.draft)
+    print(f"speculative config (targets {VLLM_TARGET}):", server.config.speculative_config)
+    print("extra args:", server.config.extra_args)
+    with server:
         spec = server.model_spec()
         print("route to:", spec.model, spec.api_base)
         # 3. Watch its load; the router reads features and gates arms by predicted TPOT.

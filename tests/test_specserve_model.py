@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from uniscale_lc.errors import ConfigError
 from uniscale_lc.specserve import cli
 from uniscale_lc.specserve.goodput import (
     adaptive_verify,
@@ -22,9 +23,23 @@ from uniscale_lc.specserve.goodput import (
     step_time_ms,
     survival_from_conditional,
 )
-from uniscale_lc.specserve.planner import merge_ranges, plan, speculative_config, static_goodput
+from uniscale_lc.specserve.planner import (
+    SpecPlan,
+    merge_ranges,
+    plan,
+    speculative_config,
+    static_goodput,
+    tail_tpot_curve,
+)
 from uniscale_lc.specserve.profile import EXAMPLE_PROFILE, Profile, example_profile
-from uniscale_lc.specserve.simulate import load_trace, make_workload, replay, run_comparison, static_policy
+from uniscale_lc.specserve.simulate import (
+    load_trace,
+    make_workload,
+    replay,
+    run_comparison,
+    standard_policies,
+    static_policy,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -70,15 +85,55 @@ def test_k_zero_when_speculation_cannot_pay() -> None:
 
 def test_plan_ranges_and_config() -> None:
     assert merge_ranges([3, 3, 1, 1, 0]) == ((1, 2, 3), (3, 4, 1), (5, 5, 0))
-    spec_plan = plan(example_profile(), slo_tpot_ms=40.0, max_k=8)
-    config = speculative_config(spec_plan, method="eagle", model="d", adaptive_verification=True)
+    spec_plan = plan(example_profile(), slo_tpot_ms=20.0, max_k=8)
+    config = speculative_config(spec_plan, method="eagle", model="d")
     assert config is not None
     ranges = config["num_speculative_tokens_per_batch_size"]
     assert ranges[0][0] == 1 and ranges[-1][1] == 256
     assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(ranges))  # contiguous
     assert config["num_speculative_tokens"] == max(r[2] for r in ranges)
     assert [r[2] for r in ranges] == sorted((r[2] for r in ranges), reverse=True)  # k falls with load
-    assert config["enable_adaptive_verification"] is True and config["method"] == "eagle"
+    assert config["method"] == "eagle" and config["model"] == "d"
+    # The draft comes from the profile when not given; adaptive verification only where vLLM takes it.
+    assert speculative_config(spec_plan)["model"] == example_profile().draft_model  # type: ignore[index]
+    with pytest.raises(ConfigError, match="only with method"):
+        speculative_config(spec_plan, adaptive_verification=True)
+    assert speculative_config(spec_plan, method="dspark", adaptive_verification=True)[  # type: ignore[index]
+        "enable_adaptive_verification"] is True
+
+
+def test_draft_model_is_required_with_a_clear_error() -> None:
+    profile = example_profile().model_copy(update={"draft_model": ""})
+    spec_plan = plan(profile, slo_tpot_ms=40.0, max_k=4)
+    with pytest.raises(ConfigError, match="--draft-model"):
+        speculative_config(spec_plan)
+    assert speculative_config(spec_plan, method="mtp") is not None  # vLLM takes the draft from the target
+
+
+def test_slo_shapes_the_plan() -> None:
+    """Tighter SLOs change k where the goodput-optimal k would miss the tail request's TPOT."""
+    profile = example_profile()
+    tables = {slo: plan(profile, slo, max_k=8).ranges for slo in (None, 1000.0, 40.0, 20.0, 10.0)}
+    assert tables[None] == tables[1000.0]  # an SLO nobody misses changes nothing
+    assert len({tables[s] for s in (1000.0, 40.0, 20.0, 10.0)}) == 4
+    tight = plan(profile, 10.0, max_k=8)
+    loose = plan(profile, None, max_k=8)
+    # Where the tight plan's k differs and meets the SLO, the loose plan's k would miss it for the tail request.
+    differing = [c for c, o in zip(tight.choices, loose.choices, strict=True) if c.k != o.k and c.meets_slo]
+    assert differing
+    for choice in differing:
+        tail = tail_tpot_curve(profile, choice.batch_size, 8, 0.9)
+        assert tail[loose.k_for(choice.batch_size)] > 10.0 >= tail[choice.k]
+        assert choice.goodput < loose.choices[choice.batch_size - 1].goodput  # throughput traded for the SLO
+
+
+def test_plan_round_trips_through_json(tmp_path: Path) -> None:
+    spec_plan = plan(example_profile(), 25.0, max_k=6)
+    spec_plan.to_json(tmp_path / "plan.json")
+    assert SpecPlan.from_json(tmp_path / "plan.json") == spec_plan
+    (tmp_path / "bad.json").write_text('{"schema_version": 99}')
+    with pytest.raises(ConfigError, match="schema_version"):
+        SpecPlan.from_json(tmp_path / "bad.json")
 
 
 @st.composite
@@ -101,15 +156,18 @@ def profiles(draw: st.DrawFn) -> Profile:
 @given(profile=profiles(), slo=st.floats(1.0, 200.0), max_k=st.integers(0, 6))
 def test_plan_never_worse_than_static_and_never_violates_a_feasible_slo(profile: Profile, slo: float,
                                                                         max_k: int) -> None:
-    spec_plan = plan(profile, slo, max_k)
+    tolerance = 0.01
+    spec_plan = plan(profile, slo, max_k, tolerance=tolerance)
     for choice in spec_plan.choices:
-        statics = [static_goodput(profile, choice.batch_size, k) for k in range(max_k + 1)]
+        tail = tail_tpot_curve(profile, choice.batch_size, max_k, spec_plan.slo_quantile)
+        statics = [(static_goodput(profile, choice.batch_size, k)[0], float(tail[k])) for k in range(max_k + 1)]
         feasible = [(g, t) for g, t in statics if t <= slo]
         if feasible:
-            assert choice.tpot_ms <= slo + 1e-9
-            assert choice.goodput >= max(g for g, _ in feasible) * (1 - 1e-9)
+            assert choice.tail_tpot_ms <= slo + 1e-9 and choice.meets_slo
+            assert choice.goodput >= max(g for g, _ in feasible) * (1 - tolerance) * (1 - 1e-9)
         else:
-            assert choice.tpot_ms <= min(t for _, t in statics) + 1e-9
+            assert choice.tail_tpot_ms <= min(t for _, t in statics) * (1 + tolerance) + 1e-9
+        assert choice.tail_tpot_ms >= choice.tpot_ms - 1e-9  # the tail request is never faster than the mean
         assert spec_plan.k_for(choice.batch_size) == choice.k
 
 
@@ -165,7 +223,7 @@ def test_cli_plan_and_simulate(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert out.startswith("SIMULATION") and "specserve-slo" in out
     saved = json.loads(out_json.read_text())
     assert saved["label"].startswith("SIMULATION") and saved["profile_synthetic"] is True
-    assert len(saved["results"]) == 6
+    assert [r["policy"] for r in saved["results"]] == list(standard_policies(example_profile(), 40.0))
     assert cli.main(["specserve", "plan", str(tmp_path / "missing.json"), "--slo-tpot-ms", "40"]) == 2
 
 

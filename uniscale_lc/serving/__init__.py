@@ -10,6 +10,7 @@ from .server import (
     ServerStartError,
     VLLMServer,
     VLLMServerConfig,
+    apply_plan,
     free_port,
     port_is_free,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "VLLMServer",
     "VLLMServerConfig",
     "VLLMSnapshot",
+    "apply_plan",
     "free_port",
     "load_between",
     "parse_prometheus_text",

@@ -14,13 +14,16 @@ import urllib.error
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import UniScaleError, field_error
 from ..model_spec import ModelSpec
 from .monitor import http_get_text, server_root
+
+if TYPE_CHECKING:
+    from ..specserve.planner import SpecPlan
 
 
 class ServerStartError(UniScaleError, RuntimeError):
@@ -40,8 +43,9 @@ class HealthTimeoutError(ServerStartError):
 
 
 class VLLMServerConfig(BaseModel):
-    """How to launch one server. `command` replaces the default `vllm serve ...` argv (tests, wrappers);
-    its items may use `{host}`, `{port}`, `{model}` and `{served_model_name}` placeholders."""
+    """How to launch one server. `command` replaces `vllm serve MODEL --host H --port P --served-model-name N`
+    (tests, wrappers); its items may use `{host}`, `{port}`, `{model}` and `{served_model_name}` placeholders.
+    `--speculative-config` and `extra_args` follow either form, so a wrapper sees the flags vLLM would."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -67,12 +71,31 @@ class VLLMServerConfig(BaseModel):
         """The command line to run."""
         if self.command is not None:
             fields = {"host": self.host, "port": str(self.port), "model": self.model, "served_model_name": self.name}
-            return [part.format(**fields) for part in self.command]
-        argv = ["vllm", "serve", self.model, "--host", self.host, "--port", str(self.port)]
-        argv += ["--served-model-name", self.name]
+            argv = [part.format(**fields) for part in self.command]
+        else:
+            argv = ["vllm", "serve", self.model, "--host", self.host, "--port", str(self.port)]
+            argv += ["--served-model-name", self.name]
         if self.speculative_config is not None:
             argv += ["--speculative-config", json.dumps(self.speculative_config, separators=(",", ":"))]
         return argv + list(self.extra_args)
+
+
+def apply_plan(
+    config: VLLMServerConfig, spec_plan: SpecPlan, *, draft_model: str | None = None, method: str | None = None,
+) -> VLLMServerConfig:
+    """`config` with a SpecServe plan: its `--speculative-config` (checked against vLLM's rules) and, unless
+    `extra_args` already sets one, `--max-num-seqs` at the largest batch whose tail TPOT meets the plan's SLO.
+
+    A plan where speculation never pays gives no `--speculative-config` (plain decoding).
+    """
+    from ..specserve.planner import speculative_config
+
+    spec = speculative_config(spec_plan, method=method, model=draft_model)
+    extra = tuple(config.extra_args)
+    if "--max-num-seqs" not in extra:
+        cap = spec_plan.max_batch_meeting_slo or len(spec_plan.choices)
+        extra += ("--max-num-seqs", str(cap))
+    return config.model_copy(update={"speculative_config": spec, "extra_args": extra})
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -109,7 +132,15 @@ class VLLMServer:
             spec = s.model_spec()
     """
 
-    def __init__(self, config: VLLMServerConfig) -> None:
+    def __init__(
+        self, config: VLLMServerConfig, *, speculative_plan: SpecPlan | None = None,
+        draft_model: str | None = None, speculative_method: str | None = None,
+    ) -> None:
+        """With `speculative_plan`, launch with that plan (`apply_plan`); `draft_model` and
+        `speculative_method` override the plan's (which come from its profile)."""
+        if speculative_plan is not None:
+            config = apply_plan(config, speculative_plan, draft_model=draft_model, method=speculative_method)
+        self.speculative_plan = speculative_plan
         self.config = config
         self.base_url = f"http://{config.host}:{config.port}"
         self.log_path: Path | None = config.log_path

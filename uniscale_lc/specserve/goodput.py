@@ -79,8 +79,37 @@ def draft_ms(profile: Profile, batch: ArrayLike) -> FloatArray:
     return interp_extrap(batch, profile.batch_sizes, profile.draft_ms)
 
 
+def pad_to_graph(profile: Profile, tokens: ArrayLike) -> FloatArray:
+    """Tokens a verify of n tokens really runs: the next captured CUDA-graph size (eager past the largest)."""
+    n = np.asarray(tokens, dtype=np.float64)
+    sizes = np.asarray(profile.cuda_graph_sizes, dtype=np.float64)
+    if sizes.size == 0:
+        return n
+    index = np.searchsorted(sizes, n, side="left")
+    padded = sizes[np.minimum(index, sizes.size - 1)]
+    return np.where(n > sizes[-1], n, padded)
+
+
+def next_lower_graph_size(profile: Profile, tokens: int) -> int | None:
+    """The largest captured size strictly below `tokens` (the verifier's trimming target); None if none."""
+    below = [s for s in profile.cuda_graph_sizes if s < tokens]
+    return below[-1] if below else None
+
+
 def verify_ms(profile: Profile, tokens: ArrayLike) -> FloatArray:
-    return interp_extrap(tokens, profile.verify_tokens, profile.verify_ms)
+    return interp_extrap(pad_to_graph(profile, tokens), profile.verify_tokens, profile.verify_ms)
+
+
+def tail_survival(profile: Profile, quantile: float, depth: int) -> FloatArray:
+    """Survival of the request at `quantile` of difficulty: conditional rates c_j ** e_q, e_q at that
+    quantile of the log-normal spread the simulator draws (quantile 0.9: a request harder than 90%)."""
+    from statistics import NormalDist
+
+    survival = extend_survival(profile.acceptance_per_pos, depth)
+    prev = np.concatenate([[1.0], survival[:-1]])
+    conditional = np.divide(survival, prev, out=np.zeros_like(survival), where=prev > 0)
+    exponent = float(np.exp(NormalDist().inv_cdf(quantile) * profile.acceptance_spread))
+    return np.asarray(np.cumprod(np.clip(conditional, 0.0, 1.0) ** exponent), dtype=np.float64)
 
 
 def step_time_ms(profile: Profile, k: ArrayLike, batch: ArrayLike, verify_tokens: ArrayLike | None = None) -> FloatArray:
@@ -92,13 +121,19 @@ def step_time_ms(profile: Profile, k: ArrayLike, batch: ArrayLike, verify_tokens
     return draft + verify_ms(profile, tokens) + bv * profile.verify_ms_per_request + profile.overhead_ms
 
 
+def lengths_by_k(survival: ArrayLike, max_k: int) -> FloatArray:
+    """Expected tokens per step for k = 0..max_k: 1 + sum_{j<=k} s_j."""
+    s = np.asarray(survival, dtype=np.float64)
+    return 1.0 + np.concatenate([[0.0], np.cumsum(extend_survival(s, max_k))])
+
+
 def goodput_curve(
     profile: Profile, batch: int, max_k: int, survival: ArrayLike | None = None
 ) -> tuple[FloatArray, FloatArray]:
     """(goodput in tokens/s, TPOT in ms) for k = 0..max_k at one batch size."""
     s = np.asarray(profile.acceptance_per_pos if survival is None else survival, dtype=np.float64)
     ks = np.arange(max_k + 1)
-    lengths = 1.0 + np.concatenate([[0.0], np.cumsum(extend_survival(s, max_k))])
+    lengths = lengths_by_k(s, max_k)
     times = step_time_ms(profile, ks, batch)
     goodput = batch * lengths / times * 1000.0
     tpot = times / lengths

@@ -2,23 +2,37 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-from ..errors import field_error
-from .goodput import choose_k, goodput_curve
-from .profile import Profile
+import numpy as np
+
+from ..errors import ConfigError, field_error
+from .goodput import choose_k, goodput_curve, lengths_by_k, step_time_ms, tail_survival
+from .profile import Profile, read_json
+from .vllm_rules import (
+    ADAPTIVE_VERIFICATION_METHODS,
+    METHODS_WITHOUT_MODEL,
+    VLLM_TARGET,
+    validate_speculative_config,
+)
+
+PLAN_SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
 class BatchChoice:
-    """The k chosen at one batch size, with its predicted goodput (tokens/s) and TPOT (ms)."""
+    """The k chosen at one batch size: predicted goodput (tokens/s), mean TPOT and the TPOT of the request
+    at the plan's `slo_quantile` of acceptance difficulty (ms); `meets_slo` is judged on the latter."""
 
     batch_size: int
     k: int
     goodput: float
     tpot_ms: float
     meets_slo: bool
+    tail_tpot_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -29,6 +43,35 @@ class SpecPlan:
     ranges: tuple[tuple[int, int, int], ...]
     slo_tpot_ms: float | None
     max_k: int
+    slo_quantile: float = 0.9
+    method: str = "draft_model"
+    draft_model: str = ""
+    profile_description: str = ""
+
+    def to_json(self, path: Path | str) -> None:
+        """Write the plan (for `specserve apply`); atomic, plain JSON."""
+        payload = {"schema_version": PLAN_SCHEMA_VERSION, "vllm_target": VLLM_TARGET, **asdict(self)}
+        target = Path(path)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+        tmp.replace(target)
+
+    @classmethod
+    def from_json(cls, path: Path | str) -> SpecPlan:
+        source = Path(path)
+        data = read_json("SpecPlan", source,
+                         "no such file; write one with `specserve plan PROFILE --slo-tpot-ms MS --out PLAN.json`")
+        if not isinstance(data, dict) or data.get("schema_version") != PLAN_SCHEMA_VERSION:
+            raise field_error("SpecPlan", "schema_version", data.get("schema_version") if isinstance(data, dict)
+                              else None, f"expected {PLAN_SCHEMA_VERSION}; re-run `specserve plan`")
+        try:
+            choices = tuple(BatchChoice(**c) for c in data["choices"])
+            ranges = tuple((int(a), int(b), int(k)) for a, b, k in data["ranges"])
+            return cls(choices=choices, ranges=ranges, slo_tpot_ms=data["slo_tpot_ms"], max_k=int(data["max_k"]),
+                       slo_quantile=float(data["slo_quantile"]), method=str(data["method"]),
+                       draft_model=str(data["draft_model"]), profile_description=str(data["profile_description"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"SpecPlan {source}: malformed plan ({exc}); re-run `specserve plan`") from exc
 
     @property
     def max_batch_meeting_slo(self) -> int | None:
@@ -59,40 +102,79 @@ def merge_ranges(ks_by_batch: list[int]) -> tuple[tuple[int, int, int], ...]:
     return tuple(ranges)
 
 
-def plan(profile: Profile, slo_tpot_ms: float | None, max_k: int = 8, max_batch_size: int | None = None) -> SpecPlan:
-    """Choose k for every batch size 1..max_batch_size: best goodput whose predicted TPOT meets the SLO.
+def tail_tpot_curve(profile: Profile, batch: int, max_k: int, slo_quantile: float) -> np.ndarray:
+    """TPOT (ms) for k = 0..max_k of the request at `slo_quantile` of difficulty, in a batch of `batch`."""
+    times = step_time_ms(profile, np.arange(max_k + 1), batch)
+    return np.asarray(times / lengths_by_k(tail_survival(profile, slo_quantile, max(max_k, 1)), max_k))
 
-    k = 0 (no speculation) is always a candidate, so the plan never predicts less goodput than running
-    without speculation, nor than any static k that meets the SLO at that batch size.
+
+def plan(
+    profile: Profile, slo_tpot_ms: float | None, max_k: int = 8, max_batch_size: int | None = None,
+    *, slo_quantile: float = 0.9, tolerance: float = 0.01,
+) -> SpecPlan:
+    """Choose k for every batch size 1..max_batch_size: best goodput whose tail request meets the SLO.
+
+    Requests differ in acceptance (`profile.acceptance_spread`); a hard request gains less from each extra
+    draft position, so its TPOT bottoms out at a smaller k than the batch's goodput does. Between the two
+    the SLO decides: the plan keeps the largest-goodput k whose TPOT for the request at `slo_quantile` of
+    difficulty meets the SLO. k = 0 is always a candidate; if no k meets it, the lowest tail TPOT wins.
+    The previous batch size's k is kept while it meets the SLO within `tolerance` of the best goodput, so
+    CUDA-graph padding steps do not fragment the table into alternating ranges.
     """
     if max_k < 0 or max_k > 64:
         raise field_error("plan", "max_k", max_k, "give 0..64 speculative tokens")
     if slo_tpot_ms is not None and not slo_tpot_ms > 0:
         raise field_error("plan", "slo_tpot_ms", slo_tpot_ms, "give a positive TPOT target in ms, or None")
+    if not 0.5 <= slo_quantile < 1.0:
+        raise field_error("plan", "slo_quantile", slo_quantile, "give a quantile in [0.5, 1), e.g. 0.9")
+    if not 0.0 <= tolerance < 0.5:
+        raise field_error("plan", "tolerance", tolerance, "give a relative goodput tolerance in [0, 0.5)")
     top = max_batch_size or profile.max_batch_size
     choices: list[BatchChoice] = []
     for batch in range(1, top + 1):
         goodput, tpot = goodput_curve(profile, batch, max_k)
-        k = choose_k(goodput, tpot, slo_tpot_ms)
-        meets = slo_tpot_ms is None or bool(tpot[k] <= slo_tpot_ms + 1e-12)
-        choices.append(BatchChoice(batch, k, float(goodput[k]), float(tpot[k]), meets))
-    return SpecPlan(tuple(choices), merge_ranges([c.k for c in choices]), slo_tpot_ms, max_k)
+        tail = tail_tpot_curve(profile, batch, max_k, slo_quantile)
+        k = choose_k(goodput, tail, slo_tpot_ms)
+        if choices and choices[-1].k != k:
+            held = choices[-1].k
+            held_feasible = slo_tpot_ms is None or tail[held] <= slo_tpot_ms + 1e-12
+            chosen_feasible = slo_tpot_ms is None or tail[k] <= slo_tpot_ms + 1e-12
+            if held_feasible == chosen_feasible and (
+                goodput[held] >= goodput[k] * (1 - tolerance) if chosen_feasible else tail[held] <= tail[k] * (1 + tolerance)
+            ):
+                k = held
+        meets = slo_tpot_ms is None or bool(tail[k] <= slo_tpot_ms + 1e-12)
+        choices.append(BatchChoice(batch, k, float(goodput[k]), float(tpot[k]), meets, float(tail[k])))
+    return SpecPlan(tuple(choices), merge_ranges([c.k for c in choices]), slo_tpot_ms, max_k, slo_quantile,
+                    profile.method, profile.draft_model, profile.description)
 
 
 def speculative_config(
     spec_plan: SpecPlan,
     *,
-    method: str = "draft_model",
+    method: str | None = None,
     model: str | None = None,
     adaptive_verification: bool = False,
 ) -> dict[str, Any] | None:
-    """The `--speculative-config` JSON for vLLM; None when no batch size gains from speculation.
+    """The `--speculative-config` JSON for vLLM (see `vllm_rules.VLLM_TARGET`); None when speculation never pays.
 
-    `num_speculative_tokens` is the largest k used; ranges with k = 0 switch speculation off there.
+    `num_speculative_tokens` is the largest k used; ranges with k = 0 switch speculation off there. The
+    draft `model` defaults to the plan's (from the profile); methods that load a draft need one. The result
+    passes `validate_speculative_config`, i.e. the checks vLLM runs at startup.
     """
     largest = max(k for _, _, k in spec_plan.ranges)
     if largest == 0:
         return None
+    method = method or spec_plan.method
+    model = model or spec_plan.draft_model or None
+    if model is None and method not in METHODS_WITHOUT_MODEL:
+        raise field_error("speculative_config", "model", None,
+                          f"method {method!r} loads a draft model: pass --draft-model HF_ID (or model=...), "
+                          "or set `draft_model` in the profile")
+    if adaptive_verification and method not in ADAPTIVE_VERIFICATION_METHODS:
+        raise field_error("speculative_config", "adaptive_verification", True,
+                          f"vLLM ({VLLM_TARGET}) accepts enable_adaptive_verification only with method "
+                          f"{sorted(ADAPTIVE_VERIFICATION_METHODS)}; drop it for {method!r}")
     config: dict[str, Any] = {"method": method}
     if model:
         config["model"] = model
@@ -100,6 +182,7 @@ def speculative_config(
     config["num_speculative_tokens_per_batch_size"] = [list(r) for r in spec_plan.ranges]
     if adaptive_verification:
         config["enable_adaptive_verification"] = True
+    validate_speculative_config(config, max_num_seqs=len(spec_plan.choices))
     return config
 
 
@@ -118,6 +201,7 @@ def summary_rows(spec_plan: SpecPlan) -> list[dict[str, Any]]:
             "batch_sizes": f"{start}-{end}",
             "k": k,
             "tpot_ms": f"{first.tpot_ms:.1f}-{last.tpot_ms:.1f}",
+            "tail_tpot_ms": f"{first.tail_tpot_ms:.1f}-{last.tail_tpot_ms:.1f}",
             "goodput_tok_s": f"{first.goodput:.0f}-{last.goodput:.0f}",
             "meets_slo": all(c.meets_slo for c in spec_plan.choices[start - 1 : end]),
         })

@@ -32,6 +32,9 @@ class Profile(BaseModel):
     synthetic: bool = Field(description="True when the numbers are not measurements")
     target: str = ""
     draft: str = ""
+    draft_model: str = Field(
+        default="", description="the draft vLLM loads (`model` in --speculative-config), e.g. a Hugging Face id"
+    )
     method: str = Field(default="draft_model", description="vLLM speculative method the numbers belong to")
     hardware: str = ""
     context_len: int = Field(default=1024, ge=1, description="context length the times were taken at")
@@ -46,6 +49,16 @@ class Profile(BaseModel):
     acceptance_per_pos: list[float] = Field(min_length=1)
     max_batch_size: int = Field(default=256, ge=1, description="vLLM --max-num-seqs the plan covers")
     prefill_ms_per_request: float = Field(default=0.0, ge=0, description="simulator only: admission cost")
+    acceptance_spread: float = Field(
+        default=0.4, ge=0, le=3,
+        description="sigma of log e_i, where request i accepts position j with rate c_j ** e_i (c_j: the "
+        "profile's conditional rate); the planner holds the SLO for the request at `slo_quantile` of it",
+    )
+    cuda_graph_sizes: list[int] = Field(
+        default_factory=list,
+        description="token counts with a captured CUDA graph: a verify of n tokens runs padded to the next "
+        "one (empty: no padding); vLLM v1's default capture list for max_num_seqs 256",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Profile:
@@ -58,6 +71,9 @@ class Profile(BaseModel):
                 raise ValueError(f"{grid_name} must be strictly increasing positive integers")
             if any(not np.isfinite(v) or v < 0 for v in values):
                 raise ValueError(f"{values_name} must be finite and >= 0")
+        sizes = self.cuda_graph_sizes
+        if any(b <= a for a, b in itertools.pairwise(sizes)) or (sizes and sizes[0] < 1):
+            raise ValueError("cuda_graph_sizes must be strictly increasing positive integers")
         acc = self.acceptance_per_pos
         if any(not 0.0 <= a <= 1.0 for a in acc) or any(b > a + 1e-9 for a, b in itertools.pairwise(acc)):
             raise ValueError(
@@ -79,16 +95,21 @@ class Profile(BaseModel):
     def from_json(cls, path: Path | str) -> Profile:
         """Load and validate; errors name the file and the field."""
         source = Path(path)
-        try:
-            data = json.loads(source.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise field_error("Profile", "path", str(source), "no such file; run `specserve profile` first") from exc
-        except json.JSONDecodeError as exc:
-            raise field_error("Profile", "path", str(source), f"not valid JSON ({exc})") from exc
+        data = read_json("Profile", source, "no such file; run `specserve profile` first")
         try:
             return cls.model_validate(data)
         except ValueError as exc:
             raise ConfigError(f"Profile {source}: {exc}") from exc
+
+
+def read_json(owner: str, source: Path, missing_fix: str) -> object:
+    """Parsed JSON of a file; a missing or malformed file is a ConfigError naming `owner.path`."""
+    try:
+        return json.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise field_error(owner, "path", str(source), missing_fix) from exc
+    except json.JSONDecodeError as exc:
+        raise field_error(owner, "path", str(source), f"not valid JSON ({exc})") from exc
 
 
 def fit_alpha(survival: list[float]) -> float:

@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import field_error
 from ..serving.monitor import ServerMonitor, server_root
 from ..serving.vllm_metrics import ServerLoad
+from .goodput import interp_extrap
 from .profile import Profile
 
 
@@ -116,11 +117,16 @@ def fit_profile(
     survival = np.minimum.accumulate(np.clip(survival, 0.0, 1.0))
     if baseline_observations:
         base = sorted(baseline_observations, key=lambda o: o.concurrency)
-        verify_tokens = [o.concurrency for o in base]
-        verify_ms = [o.tpot_ms for o in base]
-        verify_at = np.interp((k + 1) * batches, verify_tokens, verify_ms)
+        measured_tokens = [o.concurrency for o in base]
+        measured_ms = [o.tpot_ms for o in base]
+        # A speculative step at batch B verifies (k + 1) * B tokens, usually past the baseline's highest
+        # concurrency: extend the measured curve linearly (its last segment), never clamp it flat.
+        verify_tokens = sorted({*measured_tokens, *((k + 1) * batches).astype(int).tolist()})
+        verify_ms = interp_extrap(verify_tokens, measured_tokens, measured_ms).tolist()
+        verify_at = interp_extrap((k + 1) * batches, measured_tokens, measured_ms)
         draft_ms = np.maximum((steps - verify_at) / k, 0.0)
-        how = "verify times from a no-speculation baseline server; draft = (step - verify) / k"
+        how = ("verify times from a no-speculation baseline server, extended linearly past its highest "
+               "concurrency; draft = (step - verify) / k")
     else:
         # step = a (1 + k r) + b B (k r + k + 1), with verify(n) = a + b n and draft(B) = r verify(B).
         design = np.column_stack([np.full_like(batches, 1 + k * draft_cost_ratio),

@@ -120,7 +120,7 @@ def smartspec_policy(profile: Profile, max_k: int) -> Policy:
 
 def specserve_policy(profile: Profile, max_k: int, slo_tpot_ms: float) -> Policy:
     """Per step: for each k, trim with the adaptive verifier; keep the best goodput whose worst request's
-    predicted TPOT meets the SLO, else the k with the lowest worst-request TPOT."""
+    predicted TPOT meets the SLO, else the best goodput (SmartSpec-like, per-request aware)."""
 
     def choose(survival: FloatArray) -> tuple[NDArray[np.int64], float]:
         batch = survival.shape[0]
@@ -131,7 +131,9 @@ def specserve_policy(profile: Profile, max_k: int, slo_tpot_ms: float) -> Policy
             gains = 1.0 + cumulative[np.arange(batch), verified]
             worst_tpot = float(np.max(time_ms / gains))
             feasible = worst_tpot <= slo_tpot_ms
-            score = goodput if feasible else -worst_tpot
+            # No k meets the SLO for the worst request: lowering k to chase it only costs throughput
+            # (and queueing), so fall back to the best goodput.
+            score = goodput
             if best is None or (feasible, score) > (best[0], best[1]):
                 best = (float(feasible), score, verified, time_ms)
         assert best is not None
@@ -152,8 +154,12 @@ class SimResult:
     mean_k: float
 
 
-def replay(profile: Profile, workload: Workload, policy: Policy, name: str) -> SimResult:
-    """Event-driven replay; admission up to profile.max_batch_size, FIFO, prefill cost at admission."""
+def replay(
+    profile: Profile, workload: Workload, policy: Policy, name: str, max_batch: int | None = None,
+) -> SimResult:
+    """Event-driven replay; FIFO admission up to `max_batch` running requests (default the profile's
+    max_batch_size, i.e. vLLM's --max-num-seqs), prefill cost at admission."""
+    cap = max_batch or profile.max_batch_size
     n = workload.arrivals_s.size
     arrivals = workload.arrivals_s
     first_token = np.zeros(n)
@@ -167,7 +173,7 @@ def replay(profile: Profile, workload: Workload, policy: Policy, name: str) -> S
     steps_total = 0.0
     while next_arrival < n or active:
         admitted = False
-        while next_arrival < n and arrivals[next_arrival] <= t + 1e-12 and len(active) < profile.max_batch_size:
+        while next_arrival < n and arrivals[next_arrival] <= t + 1e-12 and len(active) < cap:
             t += prefill_s
             first_token[next_arrival] = t
             if remaining[next_arrival] <= 0:
@@ -189,7 +195,7 @@ def replay(profile: Profile, workload: Workload, policy: Policy, name: str) -> S
         gains = 1.0 + cumulative[np.arange(idx.size), ks]
         step_s = step_ms / 1000.0
         steps = float(np.ceil(np.min(remaining[idx] / gains) - 1e-9))
-        if next_arrival < n and len(active) < profile.max_batch_size:
+        if next_arrival < n and len(active) < cap:
             steps = min(steps, max(1.0, math.ceil((arrivals[next_arrival] - t) / step_s)))
         steps = max(steps, 1.0)
         t += steps * step_s
@@ -211,38 +217,62 @@ def replay(profile: Profile, workload: Workload, policy: Policy, name: str) -> S
     )
 
 
-def standard_policies(profile: Profile, slo_tpot_ms: float, max_k: int = 8) -> dict[str, Policy]:
-    """The comparison the docs report: none, static 1/3/5, SmartSpec, SpecServe-under-SLO."""
+PolicySet = dict[str, tuple[Policy, int | None]]
+"""name -> (policy, admission cap or None for the profile's max_batch_size)."""
+
+
+def standard_policies(profile: Profile, slo_tpot_ms: float, max_k: int = 8) -> PolicySet:
+    """The comparison the docs report. `+cap` rows admit at most the plan's largest batch meeting the SLO
+    (what `specserve apply` sets as --max-num-seqs); the others admit up to the profile's max_batch_size."""
+    from .planner import plan
+    from .step_policies import drafting_policy, trimming_policy, vllm_table_policy
+
+    spec_plan = plan(profile, slo_tpot_ms, max_k)
+    cap = spec_plan.max_batch_meeting_slo
     return {
-        "no-spec": static_policy(profile, 0),
-        "static-k1": static_policy(profile, 1),
-        "static-k3": static_policy(profile, 3),
-        "static-k5": static_policy(profile, 5),
-        "smartspec": smartspec_policy(profile, max_k),
-        "specserve-slo": specserve_policy(profile, max_k, slo_tpot_ms),
+        "no-spec": (static_policy(profile, 0), None),
+        "static-k1": (static_policy(profile, 1), None),
+        "static-k3": (static_policy(profile, 3), None),
+        "static-k5": (static_policy(profile, 5), None),
+        "static-k3+cap": (static_policy(profile, 3), cap),
+        "smartspec": (smartspec_policy(profile, max_k), None),
+        "vllm-table": (vllm_table_policy(profile, spec_plan), None),
+        "vllm-table+cap": (vllm_table_policy(profile, spec_plan), cap),
+        "adaspec-drafting": (drafting_policy(profile, max_k), None),
+        "adaspec-drafting+trim": (trimming_policy(profile, max_k), None),
+        "specserve-slo": (specserve_policy(profile, max_k, slo_tpot_ms), None),
+        "specserve-slo+cap": (specserve_policy(profile, max_k, slo_tpot_ms), cap),
     }
 
 
 def summarise(result: SimResult, slo_tpot_ms: float) -> dict[str, float | str]:
-    """Mean and p99 TPOT, SLO attainment, throughput, TTFT, mean k: one row of the results table."""
+    """Mean and p99 TPOT, SLO attainment, throughput, goodput (tokens of requests meeting the SLO per
+    second), TTFT, mean k: one row of the results table."""
+    meets = result.tpot_ms <= slo_tpot_ms
+    span = result.makespan_s
     return {
         "policy": result.policy,
         "mean_tpot_ms": float(np.mean(result.tpot_ms)),
         "p99_tpot_ms": float(np.percentile(result.tpot_ms, 99)),
-        "slo_attainment": float(np.mean(result.tpot_ms <= slo_tpot_ms)),
-        "throughput_tok_s": float(np.sum(result.output_tokens) / result.makespan_s) if result.makespan_s else 0.0,
+        "slo_attainment": float(np.mean(meets)),
+        "throughput_tok_s": float(np.sum(result.output_tokens) / span) if span else 0.0,
+        "goodput_tok_s": float(np.sum(result.output_tokens[meets]) / span) if span else 0.0,
         "mean_ttft_ms": float(np.mean(result.ttft_s) * 1000.0),
+        "p99_ttft_ms": float(np.percentile(result.ttft_s, 99) * 1000.0),
         "mean_k": result.mean_k,
     }
 
 
 def run_comparison(
     profile: Profile, arrivals_s: FloatArray, slo_tpot_ms: float, *, max_k: int = 8, seed: int = 0,
-    rate_scale: float = 1.0,
+    rate_scale: float = 1.0, policies: tuple[str, ...] | None = None,
 ) -> list[dict[str, float | str]]:
-    """Replay one trace under every standard policy, same workload for all."""
-    workload = make_workload(profile, arrivals_s, max_k=max_k, seed=seed, rate_scale=rate_scale)
+    """Replay one trace under every standard policy (or the named ones), same workload for all."""
+    # Columns for the static rows' k (up to 5) even when the adaptive policies search fewer.
+    workload = make_workload(profile, arrivals_s, max_k=max(max_k, 5), seed=seed, rate_scale=rate_scale)
+    chosen = standard_policies(profile, slo_tpot_ms, max_k)
+    names = policies or tuple(chosen)
     return [
-        summarise(replay(profile, workload, policy, name), slo_tpot_ms)
-        for name, policy in standard_policies(profile, slo_tpot_ms, max_k).items()
+        summarise(replay(profile, workload, chosen[name][0], name, chosen[name][1]), slo_tpot_ms)
+        for name in names
     ]

@@ -1,10 +1,17 @@
-"""A stand-in for `vllm serve` (stdlib only): health, models, vLLM-style /metrics, minimal chat completions.
+"""A stand-in for `vllm serve`: health, models, vLLM-style /metrics, minimal chat completions.
 
 It lets the launcher, monitor and profiler be tested on CPU. Latency follows a toy model of a speculative
 decoding server: step time grows with the running batch and with k, each step yields the expected accepted
 length, so TPOT and the spec-decode counters respond to load the way a real server's do.
 
+`--speculative-config JSON` is checked the way vLLM checks it at startup (`uniscale_lc.specserve.vllm_rules`,
+which restates vLLM's source): a config vLLM refuses makes the stand-in exit with code 1 and vLLM's message
+on stderr, before it serves anything. An accepted config sets k, and its `num_speculative_tokens_per_batch_size`
+table is expanded up to `--max-num-seqs` as vLLM's scheduler does, so each request runs the k of the batch
+it joins.
+
     python -m uniscale_lc.testing.vllm_standin --host 127.0.0.1 --port 8011 [--crash-after 2]
+        [--speculative-config '{"method": "draft_model", "model": "d", "num_speculative_tokens": 3}']
 """
 
 from __future__ import annotations
@@ -50,8 +57,10 @@ class _Histogram:
 class StandinState:
     """Counters and the latency model of the fake server; one lock guards everything."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, k_by_batch: list[int] | None = None) -> None:
         self.args = args
+        # k_by_batch[b] = k at b running requests (index 0 unused); None: --spec-k at every batch size.
+        self.k_by_batch = k_by_batch
         self.lock = threading.Lock()
         self.started = time.monotonic()
         self.running = 0
@@ -65,13 +74,21 @@ class StandinState:
         self.ttft = _Histogram()
         self.tpot = _Histogram()
 
-    def survival(self) -> list[float]:
+    def k_at(self, batch: int) -> int:
+        """The speculation length a step at this many running requests uses."""
+        if self.k_by_batch is None:
+            return int(self.args.spec_k)
+        return self.k_by_batch[min(max(batch, 1), len(self.k_by_batch) - 1)]
+
+    def survival(self, k: int | None = None) -> list[float]:
         """P(positions 1..j all accepted) for j = 1..k, geometric in the acceptance rate."""
-        return [self.args.acceptance ** (j + 1) for j in range(self.args.spec_k)]
+        depth = self.args.spec_k if k is None else k
+        return [self.args.acceptance ** (j + 1) for j in range(depth)]
 
     def tpot_s(self, batch: int) -> float:
-        step_ms = (self.args.step_ms + self.args.step_ms_per_request * batch) * (1 + 0.15 * self.args.spec_k)
-        return step_ms / 1000.0 / (1.0 + sum(self.survival()))
+        k = self.k_at(batch)
+        step_ms = (self.args.step_ms + self.args.step_ms_per_request * batch) * (1 + 0.15 * k)
+        return step_ms / 1000.0 / (1.0 + sum(self.survival(k)))
 
     def metrics_text(self) -> str:
         if self.args.metrics_file:
@@ -132,11 +149,12 @@ class StandinState:
                 self.ttft.observe(ttft)
                 if tokens > 1:
                     self.tpot.observe(tpot)
-                if self.args.spec_k > 0:
-                    survival = self.survival()
+                k = self.k_at(batch)
+                if k > 0:
+                    survival = self.survival(k)
                     steps = math.ceil((tokens - 1) / (1.0 + sum(survival))) if tokens > 1 else 0
                     self.drafts += steps
-                    self.draft_tokens += steps * self.args.spec_k
+                    self.draft_tokens += steps * k
                     self.accepted += steps * sum(survival)
                     for j, s in enumerate(survival):
                         self.accepted_per_pos[j] += steps * s
@@ -215,7 +233,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--step-ms", type=float, default=4.0, help="decode step time at batch 0")
     parser.add_argument("--step-ms-per-request", type=float, default=0.5, help="added per running request")
     parser.add_argument("--ttft-ms", type=float, default=5.0)
+    parser.add_argument("--speculative-config", default=None, help="vLLM's JSON; validated as vLLM does")
+    parser.add_argument("--max-num-seqs", type=int, default=256, help="as vLLM's (expands the k table)")
     return parser.parse_args(argv)
+
+
+def speculation_from_config(args: argparse.Namespace) -> list[int] | None:
+    """Validate `--speculative-config` like vLLM; set args.spec_k and return the k-by-batch table.
+
+    Raises SystemExit(1) with vLLM's message when vLLM would refuse to start.
+    """
+    if args.speculative_config is None:
+        return None
+    from ..specserve.vllm_rules import SpeculativeConfigError, dense_schedule, validate_speculative_config
+
+    try:
+        config = json.loads(args.speculative_config)
+        checked = validate_speculative_config(config, max_num_seqs=args.max_num_seqs)
+    except (json.JSONDecodeError, SpeculativeConfigError) as exc:
+        print(f"standin: ValueError: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from exc
+    args.spec_k = int(checked["num_speculative_tokens"] or 0)
+    print(f"standin: speculative config {json.dumps(checked, sort_keys=True)}", flush=True)
+    table = checked.get("num_speculative_tokens_per_batch_size")
+    if table is None:
+        return None
+    return dense_schedule(table, args.max_num_seqs, args.spec_k)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -224,7 +267,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    state = StandinState(args)
+    state = StandinState(args, speculation_from_config(args))
     server = ThreadingHTTPServer((args.host, args.port), make_handler(state))
     server.daemon_threads = True
     if args.ignore_sigterm:
