@@ -32,6 +32,7 @@ from .runner import (
     run_drift,
     run_sweep,
 )
+from .warm import WARM_LEARNERS, heldout_environment
 
 __all__ = ["POLICY_KEYS", "build_report", "format_table", "replay_dataset", "two_model_summary"]
 
@@ -41,7 +42,10 @@ POLICY_KEYS: tuple[str, ...] = (
     "tts_only",
     "random",
     "epsilon_greedy",
+    "uniscale_warm",
+    "offline_router",
     "best_fixed_arm",
+    "best_fixed_arm_heldout",
     "oracle",
 )
 REPORT_VERSION = 1
@@ -138,6 +142,11 @@ def build_report(
         frontiers[learner] = _learner_frontier(traces, learner, config)
     frontiers["best_fixed_arm"] = _hindsight_frontier(env, config.cost_weights, per_question=False)
     frontiers["oracle"] = _hindsight_frontier(env, config.cost_weights, per_question=True)
+    if any(learner in WARM_LEARNERS for learner in config.learners):
+        # The warm learners are scored on the held-out questions only: so is their fixed-arm comparator.
+        frontiers["best_fixed_arm_heldout"] = _hindsight_frontier(
+            heldout_environment(env), config.cost_weights, per_question=False
+        )
 
     # One cost range for every policy of this dataset, so their AIQs compare (RouterBench).
     # Per-seed points are included because each seed's AIQ is computed too (for its spread).
@@ -203,7 +212,7 @@ def build_report(
             }
             if key == "tts_only":
                 entry["model"] = env.tts_model()
-        elif key == "best_fixed_arm":
+        elif key in ("best_fixed_arm", "best_fixed_arm_heldout"):
             entry["arm"] = headline["arm"]
         policies[key] = entry
 
