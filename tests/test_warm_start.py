@@ -17,13 +17,13 @@ from uniscale_lc.arms import Arm, ArmSpace
 from uniscale_lc.costs import CostModel
 from uniscale_lc.errors import ConfigError
 from uniscale_lc.policy import LinUCB
-from uniscale_lc.policy.offline import OfflineRidgeRouter, ridge_fit
+from uniscale_lc.policy.offline import OfflineRidgeRouter, cv_ridge, ridge_fit
 from uniscale_lc.replay import ReplayConfig, ReplayEnvironment, replay_dataset
 from uniscale_lc.replay.data import OUTCOME_COLUMNS
 from uniscale_lc.replay.fit_cli import add_subparser, recorded_arm_space
 from uniscale_lc.replay.warm import heldout_environment, outcome_records, run_warm_learner, warm_split
 from uniscale_lc.strategies import Single
-from uniscale_lc.warm_start import LabelledOutcome, check_outcomes, fit_outcomes, labelled_split
+from uniscale_lc.warm_start import FIT_RIDGES, LabelledOutcome, check_outcomes, fit_outcomes, labelled_split
 
 ARM_A, ARM_B = "alpha|single", "beta|single"
 
@@ -118,7 +118,7 @@ def _fit_random(policy: LinUCB, seed: int, n_prompts: int):
     records = _records(rng, prompts)
     space = two_arm_space()
     policy.bind(space, 3)
-    summary = fit_outcomes(policy, CostModel(space), featurize, records)
+    summary = fit_outcomes(policy, CostModel(space), featurize, records, choose_ridge=False)
     return rng, table, records, space, summary
 
 
@@ -151,6 +151,32 @@ def test_shared_warm_start_equals_closed_form_ridge_on_joint_features() -> None:
     ids, mean, _, _ = policy.score(probe)
     for arm in ids:
         assert mean[ids.index(arm)] == pytest.approx(float(joint(probe, arm) @ weights), abs=1e-6)
+
+
+def test_fit_chooses_the_ridge_by_cross_validation_only_on_a_policy_that_learnt_nothing() -> None:
+    rng = np.random.default_rng(5)
+    prompts = [f"question {i}" for i in range(60)]
+    table, featurize = lookup_featurizer(rng, prompts, dim=12)
+    # Pure noise: the best prediction is each arm's mean, so the heaviest ridge wins cross-validation.
+    records = _records(rng, prompts)
+    space = two_arm_space()
+    policy = LinUCB()
+    policy.bind(space, 12)
+    summary = fit_outcomes(policy, CostModel(space), featurize, records)
+    design = np.array([table[p] for p in prompts])
+    quality = np.array([[r.quality for r in records if r.prompt == p] for p in prompts])
+    expected, errors = cv_ridge(design, quality, FIT_RIDGES, 3)
+    assert summary["ridge_chosen_by_cv"] and summary["ridge"] == expected == policy.ridge == 100.0
+    assert errors.argmin() == 2
+    # A signal in one feature with many samples: the default ridge of 1 fits best.
+    signal = [LabelledOutcome(p, arm, float(table[p][0] > 0)) for p in prompts for arm in (ARM_A, ARM_B)]
+    fresh = LinUCB()
+    fresh.bind(space, 12)
+    assert fit_outcomes(fresh, CostModel(space), featurize, signal)["ridge"] < 100.0
+    # Already taught: re-binding would lose what it learnt, so the ridge is kept.
+    again = fit_outcomes(policy, CostModel(space), featurize, signal)
+    assert not again["ridge_chosen_by_cv"] and policy.ridge == 100.0
+    assert policy.state_dict()["shared"]["updates"] == 2 * len(records)
 
 
 def test_a_bad_record_teaches_nothing() -> None:

@@ -19,11 +19,17 @@ import numpy as np
 from .costs import CostModel, estimate_tokens
 from .errors import ConfigError
 from .policy.base import Decision, check_context
+from .policy.linucb import LinUCB
+from .policy.offline import cv_ridge
 
-__all__ = ["LabelledOutcome", "check_outcomes", "fit_outcomes", "labelled_split"]
+__all__ = ["FIT_RIDGES", "LabelledOutcome", "check_outcomes", "fit_outcomes", "labelled_split"]
 
 _FIELDS = ("prompt", "arm_id", "quality", "cost_usd", "input_tokens", "output_tokens", "calls")
 _USAGE_FIELDS = ("cost_usd", "input_tokens", "output_tokens", "calls")
+# LinUCB ridges `fit` chooses from by cross-validation; never below the library default (1), which
+# already sets a fresh arm's exploration bonus to about alpha.
+FIT_RIDGES: tuple[float, ...] = (1.0, 10.0, 100.0)
+_CV_FOLDS = 3
 
 
 @dataclass(frozen=True)
@@ -119,14 +125,23 @@ def fit_outcomes(
     cost_model: CostModel,
     featurize: Callable[[str], np.ndarray],
     records: Iterable[Any],
+    *,
+    choose_ridge: bool = True,
 ) -> dict[str, Any]:
     """Teach `policy` each record's quality and `cost_model` its usage; returns a summary.
 
     `featurize(prompt)` gives the policy's context, the same one a live request would get. Records are
     validated against the cost model's arm space and every context is computed and checked before the
     first is learnt. The policy's `warm_start` is used when it has one (LinUCB: one exact refresh at the
-    end), else one `update` per record. Summary: records, arms_taught, cost_observations and per arm the
-    number of records, mean quality and mean cost (where costs were given).
+    end), else one `update` per record.
+
+    With `choose_ridge`, a LinUCB that has learnt nothing yet first takes the ridge (prior precision) of
+    least 3-fold cross-validated error of per-arm ridge regressions on these records, from `FIT_RIDGES`:
+    with many labelled outcomes per arm the default ridge of 1 overfits 64 prompt features, and the
+    argmax over many arms then picks the luckiest (docs/warm_start.md has the numbers).
+
+    Summary: records, prompts, arms_taught, cost_observations, ridge (and whether CV chose it) and per
+    arm the number of records, mean quality and mean cost (where costs were given).
     """
     arm_space = cost_model.arm_space
     checked = check_outcomes(records, arm_space.ids)
@@ -138,6 +153,13 @@ def fit_outcomes(
             if context_dim:
                 vector = check_context(vector, int(context_dim), owner=f"records[{index}] features")
             contexts[record.prompt] = vector
+    ridge_chosen = False
+    if choose_ridge and _learnt_nothing(policy) and len(contexts) >= 2 * _CV_FOLDS:
+        ridge = _cross_validated_ridge(checked, contexts, arm_space.ids)
+        if ridge != policy.ridge:
+            policy.ridge = ridge
+            policy.bind(arm_space, policy.context_dim)  # a policy that learnt nothing loses nothing
+        ridge_chosen = True
     logged = [(contexts[record.prompt], record.arm_id, record.quality) for record in checked]
     warm_start = getattr(policy, "warm_start", None)
     if callable(warm_start):
@@ -158,7 +180,39 @@ def fit_outcomes(
             latency_s=0.0,  # recorded latency is not part of an outcome table
         )
         cost_observations += 1
-    return _summary(checked, cost_observations)
+    summary = _summary(checked, cost_observations)
+    summary["ridge"] = getattr(policy, "ridge", None)
+    summary["ridge_chosen_by_cv"] = ridge_chosen
+    return summary
+
+
+def _learnt_nothing(policy: Any) -> bool:
+    """A bound LinUCB without any learnt statistic (so re-binding it with another ridge loses nothing)."""
+    if not isinstance(policy, LinUCB) or not policy.bound:
+        return False
+    state = policy.state_dict()
+    shared = state.get("shared")
+    return not state.get("per_arm") and (shared is None or int(shared.get("updates", 0)) == 0)
+
+
+def _cross_validated_ridge(
+    checked: Sequence[LabelledOutcome], contexts: Mapping[str, np.ndarray], arm_ids: Sequence[str]
+) -> float:
+    """`FIT_RIDGES`' best by `policy.offline.cv_ridge` on the (prompt x arm) mean-quality matrix."""
+    prompts = list(contexts)
+    row_of = {prompt: row for row, prompt in enumerate(prompts)}
+    column_of = {arm_id: column for column, arm_id in enumerate(arm_ids)}
+    sums = np.zeros((len(prompts), len(arm_ids)))
+    counts = np.zeros_like(sums)
+    for record in checked:
+        sums[row_of[record.prompt], column_of[record.arm_id]] += record.quality
+        counts[row_of[record.prompt], column_of[record.arm_id]] += 1
+    taught = counts.sum(axis=0) > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        quality = np.where(counts > 0, sums / counts, np.nan)[:, taught]
+    design = np.array([contexts[prompt] for prompt in prompts])
+    ridge, _ = cv_ridge(design, quality, FIT_RIDGES, _CV_FOLDS, seed=0)
+    return ridge
 
 
 def _summary(checked: Sequence[LabelledOutcome], cost_observations: int) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import numpy as np
 from ..costs import cost_penalty
 from ..errors import ConfigError
 
-__all__ = ["RIDGE_GRID", "OfflineRidgeRouter", "ridge_fit"]
+__all__ = ["RIDGE_GRID", "OfflineRidgeRouter", "cv_errors", "cv_ridge", "ridge_fit"]
 
 RIDGE_GRID: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
 
@@ -31,6 +31,42 @@ def ridge_fit(x_aug: np.ndarray, targets: np.ndarray, ridge: float) -> np.ndarra
     penalty[0] = 0.0  # the intercept is not shrunk: an arm's mean quality needs no prior toward 0
     gram = x_aug.T @ x_aug + np.diag(penalty)
     return np.linalg.solve(gram, x_aug.T @ targets)
+
+
+def cv_errors(
+    x_aug: np.ndarray, targets: np.ndarray, ridges: Sequence[float], folds: int = 3, seed: int = 0
+) -> np.ndarray:
+    """Summed held-out squared error of each ridge (rows) for each target column, `folds`-fold (seeded)."""
+    fold_of = np.random.default_rng(seed).permutation(x_aug.shape[0]) % folds
+    errors = np.zeros((len(ridges), targets.shape[1]))
+    for fold in range(folds):
+        train, test = fold_of != fold, fold_of == fold
+        for index, ridge in enumerate(ridges):
+            fitted = ridge_fit(x_aug[train], targets[train], ridge)
+            errors[index] += ((x_aug[test] @ fitted - targets[test]) ** 2).sum(axis=0)
+    return errors
+
+
+def cv_ridge(
+    contexts: np.ndarray, quality: np.ndarray, ridges: Sequence[float], folds: int = 3, seed: int = 0
+) -> tuple[float, np.ndarray]:
+    """The ridge of least total cross-validated error over every arm, and that error per ridge.
+
+    quality (n, k) may hold NaN where an arm has no outcome; an arm with fewer than `folds` outcomes is
+    left out of the total.
+    """
+    x_aug = _augment(np.asarray(contexts, dtype=np.float64))
+    y = np.asarray(quality, dtype=np.float64)
+    available = ~np.isnan(y)
+    total = np.zeros(len(ridges))
+    if available.all():
+        total += cv_errors(x_aug, y, ridges, folds, seed).sum(axis=1)
+    else:
+        for column in range(y.shape[1]):
+            rows = np.flatnonzero(available[:, column])
+            if rows.size >= folds:
+                total += cv_errors(x_aug[rows], y[rows, column : column + 1], ridges, folds, seed)[:, 0]
+    return float(ridges[int(np.argmin(total))]), total
 
 
 class OfflineRidgeRouter:
@@ -102,15 +138,7 @@ class OfflineRidgeRouter:
         return self
 
     def _cv_errors(self, x_aug: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """Summed held-out squared error of each ridge (rows) for each target column."""
-        fold_of = np.random.default_rng(self.seed).permutation(x_aug.shape[0]) % self.folds
-        errors = np.zeros((len(self.ridges), targets.shape[1]))
-        for fold in range(self.folds):
-            train, test = fold_of != fold, fold_of == fold
-            for index, ridge in enumerate(self.ridges):
-                fitted = ridge_fit(x_aug[train], targets[train], ridge)
-                errors[index] += ((x_aug[test] @ fitted - targets[test]) ** 2).sum(axis=0)
-        return errors
+        return cv_errors(x_aug, targets, self.ridges, self.folds, self.seed)
 
     def predict(self, contexts: np.ndarray) -> np.ndarray:
         """Predicted quality (n, k) of every arm for each context row."""

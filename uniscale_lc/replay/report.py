@@ -405,7 +405,7 @@ def format_table(report: dict[str, Any]) -> str:
         f"cost weight {report['settings']['cost_weight']}, {report['settings']['seeds']} seed(s)",
         f"best arm by accuracy: {report['best_arm_by_accuracy']['arm']} "
         f"({report['best_arm_by_accuracy']['accuracy']:.4f} at ${report['best_arm_by_accuracy']['cost_usd_per_query']:.6f}/query)",
-        f"{'policy':<16}{'AIQ':>8}{'accuracy':>10}{'$/query':>12}{'reward':>9}{'cost@95%best':>14}",
+        f"{'policy':<24}{'AIQ':>8}{'accuracy':>10}{'$/query':>12}{'reward':>9}{'cost@95%best':>14}",
     ]
     for key in POLICY_KEYS:
         entry = report["policies"].get(key)
@@ -413,7 +413,7 @@ def format_table(report: dict[str, Any]) -> str:
             continue
         reach = entry["cost_at_95pct_best"]
         lines.append(
-            f"{key:<16}{entry['aiq']:>8.4f}{entry['accuracy']:>10.4f}{entry['cost_usd_per_query']:>12.6f}"
+            f"{key:<24}{entry['aiq']:>8.4f}{entry['accuracy']:>10.4f}{entry['cost_usd_per_query']:>12.6f}"
             f"{entry['reward']:>9.4f}{('not reached' if reach is None else f'{reach:.3f}'):>14}"
         )
     two_model = report.get("two_model")
