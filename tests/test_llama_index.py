@@ -352,6 +352,43 @@ def test_streamed_tool_calls_are_merged(server: OpenAIServer, model_client: Mode
         llm.close()
 
 
+def test_structured_predict_goes_through_a_forced_tool_call(
+    server: OpenAIServer, model_client: ModelClient
+) -> None:
+    from llama_index.core.prompts import PromptTemplate
+    from pydantic import BaseModel
+
+    class Factors(BaseModel):
+        """The two factors of a product."""
+
+        a: int
+        b: int
+
+    llm = _tool_llm(server, model_client)
+    try:
+        factors = llm.structured_predict(Factors, PromptTemplate("factors of {n}?"), n="42")
+        assert factors == Factors(a=6, b=7)
+        sent = server.last_request("t")
+        assert sent is not None and sent["tool_choice"] == "required"
+        assert sent["tools"][0]["function"]["name"] == "Factors"
+    finally:
+        llm.close()
+
+
+def test_the_example_runs_offline() -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "llama_index_demo.py"
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    done = subprocess.run(
+        [sys.executable, str(example), "--requests", "20"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "20 simulated requests scored by feedback_fn: accuracy" in done.stdout and "chat engine:" in done.stdout
+
+
 # llama-index-workflows reads pydantic's deprecated instance attributes (inspect.getmembers on the agent).
 @pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince211")
 async def test_function_agent_loop_sends_tool_results_back(
@@ -472,6 +509,14 @@ def test_state_path_persists_what_was_learnt(make_llm: Callable[..., UniScaleLLM
     llm.close()
     again = make_llm(state_path=str(state))
     assert _feedback_count(again) == 1 and again.stats()["requests"] == 1
+
+
+def test_fit_warm_starts_the_shared_router(make_llm: Callable[..., UniScaleLLM]) -> None:
+    llm = make_llm()
+    before = json.dumps(llm.core.policy.state_dict(), default=repr)
+    summary = llm.fit([("what is 6 x 7?", "b|single", 1.0), ("what is 6 x 7?", "a|single", 0.0)])
+    assert summary["records"] == 2 and summary["arms_taught"] == 2
+    assert json.dumps(llm.core.policy.state_dict(), default=repr) != before
 
 
 # ----------------------------------------------------------------------------- the extra stays optional

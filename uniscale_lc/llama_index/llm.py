@@ -8,7 +8,7 @@ conventions (chat-first, `complete` through `chat`, `ToolCallBlock`s, token coun
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -307,6 +307,10 @@ class UniScaleLLM(FunctionCallingLLM):
     async def afeedback(self, key: Any, score: Any) -> FeedbackResult:
         """Async twin of `feedback`: the state file is written in a worker thread."""
         return await self.core.afeedback(_feedback_key(key), score)
+
+    def fit(self, records: Iterable[Any] | str | Path) -> dict[str, Any]:
+        """Warm start from labelled outcomes or an outcome-table directory (`Router.fit`, docs/warm_start.md)."""
+        return self.core.fit(records)
 
     @property
     def pending_decisions(self) -> FeedbackStore:
