@@ -437,6 +437,7 @@ def test_bad_input_is_refused_before_any_model_call(
         ),
         (lambda: llm.chat([ChatMessage(role="user", content="q")], model="zzz"), "model: got 'zzz'"),
         (lambda: llm.stream_chat([ChatMessage(role="user", content="q")], model="zzz"), "model: got 'zzz'"),
+        (lambda: llm.stream_chat([ChatMessage(role="user", content="q")], seed=float("nan")), "seed"),
         (lambda: llm.chat_with_tools([tool], user_msg="q"), "tools: no candidate arm can take tools"),
         (lambda: llm.complete(123), r"complete\.prompt: got int"),
         (
