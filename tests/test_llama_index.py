@@ -30,7 +30,7 @@ from uniscale_lc.client import ModelClient  # noqa: E402
 from uniscale_lc.errors import ConfigError, FeedbackError  # noqa: E402
 from uniscale_lc.llama_index import UniScaleLLM  # noqa: E402
 from uniscale_lc.strategies.config import MajorityVote, Single  # noqa: E402
-from uniscale_lc.testing.openai_server import OpenAIServer, SimulatedModel  # noqa: E402
+from uniscale_lc.testing.openai_server import OpenAIServer, SimulatedModel, echo_answer  # noqa: E402
 
 pytest_plugins = ("fixtures_server",)
 pytestmark = pytest.mark.timeout(120)
@@ -312,6 +312,37 @@ def test_simple_chat_engine_runs_on_uniscale(
     for message in (history[1], history[3]):
         assert llm.feedback(message, 1.0).decision_id == message.additional_kwargs["decision_id"]
     assert _feedback_count(llm) == 2
+
+
+def test_a_query_engine_answer_is_scored_through_a_scoped_request_id(
+    server: OpenAIServer, make_server: MakeServer, model_client: ModelClient
+) -> None:
+    from llama_index.core import Document, VectorStoreIndex
+    from llama_index.core.embeddings import MockEmbedding
+
+    echo = make_server([SimulatedModel("echo", echo_answer)])
+    llm = UniScaleLLM(models=[spec_for(echo, "echo")], client=model_client)
+    try:
+        documents = [Document(text="The vault code is 4711."), Document(text="Cats sleep a lot.")]
+        index = VectorStoreIndex.from_documents(documents, embed_model=MockEmbedding(embed_dim=8))
+        engine = index.as_query_engine(llm=llm, similarity_top_k=2)
+        with llm.scoped_request_id("ticket-9"):
+            answer = engine.query("What is the vault code?")
+        # The echo model repeats the prompt: the retrieved context reached the model through UniScaleLLM.
+        assert "The vault code is 4711." in str(answer) and "What is the vault code?" in str(answer)
+        sent = echo.last_request("echo")
+        assert sent is not None and sent["messages"][0]["role"] == "system"
+        result = llm.feedback("ticket-9", 1.0)
+        assert result.arm_id == "echo|single" and llm.stats()["pending"] == 0
+        outside = llm.complete("no scope here")
+        assert outside.raw["uniscale"]["request_id"] is None
+        with llm.scoped_request_id("ticket-10"):
+            pinned = llm.complete("q", request_id="mine")
+        assert pinned.raw["uniscale"]["request_id"] == "mine"
+        with pytest.raises(ConfigError, match=r"scoped_request_id\.request_id"), llm.scoped_request_id(""):
+            pass
+    finally:
+        llm.close()
 
 
 def test_predict_and_call_runs_the_tool(server: OpenAIServer, model_client: ModelClient) -> None:
