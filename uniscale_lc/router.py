@@ -208,6 +208,7 @@ class Router(RoutingEngine):
             "requests": summary["requests"],
             "failed_requests": summary["failed_requests"],
             "routes": summary["routes"],
+            "side_observations": summary["side_observations"],
             "pending": len(self._feedback),
             "total_cost_usd": summary["total_cost_usd"],
             "cost_weight": self.cost_weight_now(),
@@ -293,5 +294,6 @@ class Router(RoutingEngine):
 
 
 def _local_updates(summary: Mapping[str, Any]) -> int:
-    """Reward updates a router's own policy received: one per feedback and one per failed arm."""
-    return sum(int(arm["feedback"]) + int(arm["failures"]) for arm in summary["arms"].values())
+    """Reward updates a router's own policy received: one per feedback, failed arm and side observation."""
+    arms = summary["arms"].values()
+    return sum(int(arm["feedback"]) + int(arm["failures"]) for arm in arms) + int(summary["side_observations"])
