@@ -386,7 +386,10 @@ def test_the_example_runs_offline() -> None:
         env=env,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "20 simulated requests scored by feedback_fn: accuracy" in done.stdout and "chat engine:" in done.stdout
+    assert (
+        "20 simulated requests scored by feedback_fn: accuracy" in done.stdout
+        and "chat engine:" in done.stdout
+    )
 
 
 # llama-index-workflows reads pydantic's deprecated instance attributes (inspect.getmembers on the agent).
@@ -434,6 +437,7 @@ def test_bad_input_is_refused_before_any_model_call(
         ),
         (lambda: llm.chat([ChatMessage(role="user", content="q")], model="zzz"), "model: got 'zzz'"),
         (lambda: llm.stream_chat([ChatMessage(role="user", content="q")], model="zzz"), "model: got 'zzz'"),
+        (lambda: llm.stream_chat([ChatMessage(role="user", content="q")], seed=float("nan")), "seed"),
         (lambda: llm.chat_with_tools([tool], user_msg="q"), "tools: no candidate arm can take tools"),
         (lambda: llm.complete(123), r"complete\.prompt: got int"),
         (
@@ -520,6 +524,30 @@ def test_fit_warm_starts_the_shared_router(make_llm: Callable[..., UniScaleLLM])
 
 
 # ----------------------------------------------------------------------------- the extra stays optional
+
+
+def test_importing_the_adapter_and_llama_index_tokenizer_downloads_nothing() -> None:
+    """In a fresh interpreter with every socket connection refused: imports, chat engine, tokenizer."""
+    script = (
+        "import socket\n"
+        "def refuse(self, address):\n"
+        "    raise OSError(f'network refused: {address!r}')\n"
+        "socket.socket.connect = refuse\n"
+        "from uniscale_lc.llama_index import UniScaleLLM\n"
+        "from llama_index.core.chat_engine import SimpleChatEngine\n"
+        "from llama_index.core.memory import Memory\n"
+        "from llama_index.core.utils import get_tokenizer\n"
+        "assert len(get_tokenizer()('hello world')) == 2\n"
+        "Memory.from_defaults(token_limit=1000)\n"
+        "print('offline ok')\n"
+    )
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    env.pop("TIKTOKEN_CACHE_DIR", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "offline ok" in done.stdout
 
 
 def test_the_library_imports_without_the_extra() -> None:

@@ -167,8 +167,9 @@ class Router(RoutingEngine):
             cost_weight=request.cost_weight,
             request_id=request_id,
         )
-        self._keep_pending(pending)
-        self._stats.routed()
+        with self._lock:
+            self._keep_pending(pending)
+            self._stats.routed()
         self._autosave()
         record = decision_record(request, Outcome(arm, decision, result, []), pending.decision_id, None)
         return RouteResult(
@@ -267,9 +268,12 @@ class Router(RoutingEngine):
     # ------------------------------------------------------------------ persistence
 
     def _state_tree(self) -> dict[str, Any]:
+        """One consistent cut: every change spanning parts holds the same lock (see RoutingEngine)."""
         with self._lock:
             pacer = self._pacer.state_dict() if self._pacer is not None else None
-        return state_tree(self._policy, self._cost_model, self._feedback, pacer, self._stats, self._arm_space)
+            return state_tree(
+                self._policy, self._cost_model, self._feedback, pacer, self._stats, self._arm_space
+            )
 
     def close(self) -> None:
         """Save what autosave has pending and stop its thread (also done at interpreter exit); write what

@@ -40,6 +40,7 @@ from .config import (
     resolve_policy,
 )
 from .messages import featurized_text, prompt_text
+from .request_check import check_request
 from .results import (
     Completion,
     CompletionChunk,
@@ -102,6 +103,8 @@ class RoutingEngine:
         self.config = config
         self.label = label
         self._build_parts()
+        # The state lock: every change that spans parts (stats, pending decisions, policy, cost model) holds it,
+        # and so does taking a snapshot for saving, so a saved file is one consistent cut of all of them.
         self._lock = threading.RLock()
         # Held from taking a pending decision to recording it as scored, so that a duplicate arriving in that
         # window (a retry from another thread) sees the first result instead of "no pending decision".
@@ -229,8 +232,10 @@ class RoutingEngine:
                     )
             except ModelCallError as error:
                 if sent:  # tokens already reached the caller: no clean fallback
-                    self._learn_zero(decision)
-                    self._stats.arm_failed(arm.id, request_failed=True)
+                    with self._lock:
+                        self._learn_zero(decision)
+                        self._stats.arm_failed(arm.id, request_failed=True)
+                    self._record_breaker_failure(arm)
                     raise
                 remaining = self._learn_failure(request, decision, arm, error, failures)
                 continue
@@ -281,6 +286,7 @@ class RoutingEngine:
             raise ConfigError(
                 "messages: got an empty list; pass at least one message, e.g. chat.invoke('Hello')"
             )
+        check_request(messages, options)  # likewise a request no provider could take (not JSON, bad tools)
         tools = options.tools or None
         candidates = self.candidates(bool(tools), options.model)
         x = self.context(messages)
@@ -364,21 +370,28 @@ class RoutingEngine:
     ) -> list[str]:
         """Teach the policy that this arm failed (quality 0) and return the arms still worth trying."""
         logger.warning("uniscale: arm %s failed (%s); falling back", arm.id, error)
-        self._learn_zero(decision)
-        if self._breakers is not None and self._breakers.record_failure(arm.model.display_name):
-            logger.warning("uniscale: circuit breaker opened for model %s", arm.model.display_name)
-        self._stats.arm_failed(arm.id)
-        self._autosave()
         failures.append((arm.id, error))
         tried = {arm_id for arm_id, _ in failures}
         remaining = [arm_id for arm_id in request.candidates if arm_id not in tried]
-        if not remaining or len(failures) > self.config.max_fallbacks:
-            self._stats.request_failed()
+        give_up = not remaining or len(failures) > self.config.max_fallbacks
+        with self._lock:
+            self._learn_zero(decision)
+            self._stats.arm_failed(arm.id)
+            if give_up:
+                self._stats.request_failed()
+        self._record_breaker_failure(arm)
+        self._autosave()
+        if give_up:
             raise AllArmsFailedError(
                 f"all {len(failures)} arms tried failed ({', '.join(a for a, _ in failures)}); last error: {error}",
                 errors=list(failures),
             ) from error
         return remaining
+
+    def _record_breaker_failure(self, arm: Arm) -> None:
+        """Every failed call counts toward its model's breaker, before or after a first streamed token."""
+        if self._breakers is not None and self._breakers.record_failure(arm.model.display_name):
+            logger.warning("uniscale: circuit breaker opened for model %s", arm.model.display_name)
 
     async def _run_with_fallbacks(self, request: PreparedRequest) -> Outcome:
         remaining: list[str] = list(request.candidates)
@@ -414,6 +427,12 @@ class RoutingEngine:
         """Learn the cost, pace the budget, count the pull, and keep the decision for feedback."""
         if self._breakers is not None:
             self._breakers.record_success(outcome.arm.model.display_name)
+        with self._lock:  # one cut: the cost learnt, the pull counted and the decision kept, or none of them
+            return self._record_locked(request, outcome, run_id)
+
+    def _record_locked(
+        self, request: PreparedRequest, outcome: Outcome, run_id: str | None
+    ) -> PendingDecision:
         usage = outcome.result.usage
         cost = float(usage["cost_usd"])
         if self._shared is None:  # shared: every replica's cost model and pacer learn it from the log
@@ -518,7 +537,7 @@ class RoutingEngine:
             if not result.duplicate:
                 self._stats.scored(result.arm_id, result.quality, result.reward)
             return result
-        with self._feedback_lock:
+        with self._feedback_lock, self._lock:
             taken = self._feedback.take(key)
             if isinstance(taken, FeedbackResult):
                 return dataclasses.replace(taken, duplicate=True)
@@ -532,7 +551,7 @@ class RoutingEngine:
             self._learn_side_observations(side)
             result = FeedbackResult(taken.decision_id, taken.arm_id, quality, reward)
             self._feedback.mark_done(taken, result)
-        self._stats.scored(taken.arm_id, quality, reward)
+            self._stats.scored(taken.arm_id, quality, reward)
         return result
 
     def _learn_side_observations(self, updates: Sequence[tuple[Decision, float]]) -> None:

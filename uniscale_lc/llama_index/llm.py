@@ -38,6 +38,7 @@ from llama_index.core.llms.llm import ToolSelection
 
 from ..core.config import RouterConfig, refuse_secrets
 from ..core.engine import iterate_sync, run_sync
+from ..core.request_check import check_request
 from ..core.results import Completion, RequestOptions
 from ..core.tool_choice import openai_tool_choice
 from ..errors import ConfigError, FeedbackError
@@ -200,7 +201,10 @@ class UniScaleLLM(FunctionCallingLLM):
         """Validate and convert one call; a caller's mistake raises before any arm is called."""
         plain = openai_messages(messages, _LABEL)
         options, request_id = _request_options(kwargs)
-        self.core.candidates(bool(options.tools), options.model)  # unknown model / tools no arm takes
+        # Here too (the router checks again), so that a stream is refused when it is asked for, not at its
+        # first chunk: options that are not JSON, an unknown model, tools that no arm takes.
+        check_request(plain, options)
+        self.core.candidates(bool(options.tools), options.model)
         return plain, options, request_id
 
     def _score_hook(self, messages: Sequence[ChatMessage]) -> Callable[[Completion], Any] | None:

@@ -302,27 +302,35 @@ def two_model_summary(
         return None  # RouteLLM's setting is a dearer strong model; otherwise always-strong dominates
     target_gap = (0.95 * strong_accuracy - weak_accuracy) / (strong_accuracy - weak_accuracy)
     learners: dict[str, Any] = {}
+    heldout = (
+        heldout_environment(env).outcomes if any(name in WARM_LEARNERS for name in config.learners) else None
+    )
     for learner in config.learners:
+        # The warm learners are scored on the held-out questions: so are their anchors (always weak/strong).
+        scored = heldout if heldout is not None and learner in WARM_LEARNERS else outcomes
+        own_quality, own_cost = scored.mean_quality(), scored.mean_cost_usd()
+        strong_acc, weak_acc = float(own_quality[strong]), float(own_quality[weak])
+        if strong_acc <= weak_acc:
+            continue  # on this part the strong arm is not stronger: RouteLLM's measures do not apply
+        gap = (0.95 * strong_acc - weak_acc) / (strong_acc - weak_acc)
         pct, accuracy, spend = [], [], []
         for weight in config.cost_weights:
             runs = [traces[(learner, seed, weight)] for seed in range(config.seeds)]
             pct.append(float(np.mean([(run.arm == strong).mean() * 100.0 for run in runs])))
             accuracy.append(float(np.mean([run.accuracy for run in runs])))
             spend.append(float(np.mean([run.cost_usd_per_query for run in runs])))
-        calls_at_95 = (
-            cpt(pct, accuracy, weak_accuracy, strong_accuracy, target_gap) if target_gap > 0 else 0.0
-        )
+        calls_at_95 = cpt(pct, accuracy, weak_acc, strong_acc, gap) if gap > 0 else 0.0
         # Like the call-share curve, the dollar curve includes always-weak and always-strong (anchors).
         cost_fraction = cost_at_fraction_of_best(
-            [float(cost[weak]), *spend, float(cost[strong])],
-            [weak_accuracy, *accuracy, strong_accuracy],
-            float(cost[strong]),
-            strong_accuracy,
+            [float(own_cost[weak]), *spend, float(own_cost[strong])],
+            [weak_acc, *accuracy, strong_acc],
+            float(own_cost[strong]),
+            strong_acc,
         )
         learners[learner] = {
-            "apgr": apgr(pct, accuracy, weak_accuracy, strong_accuracy),
-            "cpt50_pct": cpt(pct, accuracy, weak_accuracy, strong_accuracy, 0.5),
-            "cpt80_pct": cpt(pct, accuracy, weak_accuracy, strong_accuracy, 0.8),
+            "apgr": apgr(pct, accuracy, weak_acc, strong_acc),
+            "cpt50_pct": cpt(pct, accuracy, weak_acc, strong_acc, 0.5),
+            "cpt80_pct": cpt(pct, accuracy, weak_acc, strong_acc, 0.8),
             "strong_calls_pct_at_95pct_strong": calls_at_95,
             "call_reduction_at_95pct_strong": None if calls_at_95 is None else 1.0 - calls_at_95 / 100.0,
             "cost_reduction_at_95pct_strong": None if cost_fraction is None else 1.0 - cost_fraction,
