@@ -238,6 +238,7 @@ class Router(RoutingEngine):
             "requests": summary["requests"],
             "failed_requests": summary["failed_requests"],
             "routes": summary["routes"],
+            "side_observations": summary["side_observations"],
             "warm_start_records": summary["warm_start_records"],
             "pending": len(self._feedback),
             "total_cost_usd": summary["total_cost_usd"],
@@ -327,5 +328,6 @@ class Router(RoutingEngine):
 
 
 def _local_updates(summary: Mapping[str, Any]) -> int:
-    """Reward updates a router's own policy received: one per feedback and one per failed arm."""
-    return sum(int(arm["feedback"]) + int(arm["failures"]) for arm in summary["arms"].values())
+    """Reward updates a router's own policy received: one per feedback, failed arm and side observation."""
+    arms = summary["arms"].values()
+    return sum(int(arm["feedback"]) + int(arm["failures"]) for arm in arms) + int(summary["side_observations"])

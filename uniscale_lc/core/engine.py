@@ -27,6 +27,7 @@ from ..errors import AllArmsFailedError, ConfigError, FeedbackError, ModelCallEr
 from ..feedback import FeedbackResult, FeedbackStore, PendingDecision, validate_score
 from ..model_spec import ModelSpec
 from ..policy import Decision
+from ..side_observations import SampleArm, implied_arms, same_answer_arms
 from ..strategies.config import Single
 from ..strategies.execute import CallOptions, StrategyResult, add_usage, run_strategy, stream_single
 from .config import (
@@ -454,9 +455,26 @@ class RoutingEngine:
             cost_weight=request.cost_weight,
             run_id=run_id,
             request_id=request.request_id,
+            implied_arms=self._implied_arms(outcome, request),
         )
         self._keep_pending(pending, usage, request.prompt_tokens)
         return pending
+
+    def _implied_arms(self, outcome: Outcome, request: PreparedRequest) -> tuple[str, ...]:
+        """Candidate arms of the same model that the answer's samples say would have answered the same."""
+        details = outcome.result.details
+        answers = details.get("sample_answers")
+        if not self.config.side_observations or not answers or len(request.candidates) < 2:
+            return ()
+        space = self._arm_space
+        sample_arms = [
+            SampleArm(arm.id, arm.model.display_name, arm.strategy)
+            for arm_id in request.candidates
+            if (arm := space.get(arm_id)) is not None
+        ]
+        pulled = SampleArm(outcome.arm.id, outcome.arm.model.display_name, outcome.arm.strategy)
+        implied = implied_arms(pulled, sample_arms, answers, str(details.get("extractor", "")))
+        return same_answer_arms(details.get("answer"), implied)
 
     def _learn_zero(self, decision: Decision) -> None:
         """A failed arm teaches quality 0 (through the shared log when there is one)."""
@@ -524,15 +542,27 @@ class RoutingEngine:
             if isinstance(taken, FeedbackResult):
                 return dataclasses.replace(taken, duplicate=True)
             reward = reward_from(quality, taken.cost_usd, taken.reference_cost_usd, taken.cost_weight)
+            own, *side = taken.updates(quality)
             try:
-                self._policy.update(taken.decision, quality)
+                self._policy.update(*own)
             except Exception:
                 self._feedback.restore(taken)
                 raise
+            self._learn_side_observations(side)
             result = FeedbackResult(taken.decision_id, taken.arm_id, quality, reward)
             self._feedback.mark_done(taken, result)
             self._stats.scored(taken.arm_id, quality, reward)
         return result
+
+    def _learn_side_observations(self, updates: Sequence[tuple[Decision, float]]) -> None:
+        """Teach the implied arms; an arm that has left the policy since is skipped, never fatal."""
+        for decision, quality in updates:
+            try:
+                self._policy.update(decision, quality)
+            except ConfigError as error:
+                logger.info("uniscale: side observation for %s skipped (%s)", decision.arm_id, error)
+                continue
+            self._stats.side_observed()
 
     def _autosave(self) -> None:
         if self._autosaver is not None:
