@@ -344,9 +344,11 @@ class UniScaleChat(BaseChatModel, RouterConfig):
         """What loading `state_path` at construction dropped or kept aside (empty when nothing)."""
         return self.core.load_report
 
-    def fit(self, records: Iterable[Any] | str | Path) -> dict[str, Any]:
+    def fit(
+        self, records: Iterable[Any] | str | Path, *, progress: Callable[[int], None] | None = None
+    ) -> dict[str, Any]:
         """Warm start from labelled outcomes or an outcome-table directory (`Router.fit`, docs/warm_start.md)."""
-        return self.core.fit(records)
+        return self.core.fit(records, progress=progress)
 
     def stats(self) -> dict[str, Any]:
         """Per-arm pulls, failures, feedback count, mean quality, mean reward and total cost."""

@@ -28,9 +28,6 @@ from .warm import WARM_SEED, outcome_records
 
 __all__ = ["add_subparser", "check_out_path", "recorded_arm_space", "recorded_outcomes", "run"]
 
-# Records taught per Router.fit call: a progress tick each (all are validated before the first call).
-_CHUNK = 2000
-
 
 def recorded_outcomes(
     data_dir: str | Path,
@@ -176,12 +173,8 @@ def run(args: argparse.Namespace) -> int:
         router = Router(arms=env.arm_space(range(len(outcomes.arms))), label="fit")
         records = check_outcomes(outcome_records(outcomes, questions), router.arm_space.ids)
         progress = _Progress(len(records), enabled=not args.no_progress)
-        arms_taught: set[str] = set()
         try:
-            for start in range(0, len(records), _CHUNK):
-                summary = router.fit(records[start : start + _CHUNK])
-                arms_taught.update(summary["arms"])
-                progress.update(min(_CHUNK, len(records) - start))
+            summary = router.fit(records, progress=progress.update)
         finally:
             progress.close()
         router.save(args.out)
@@ -198,8 +191,8 @@ def run(args: argparse.Namespace) -> int:
         if value != default
     )
     print(
-        f"fitted {len(records)} outcomes of {len(arms_taught)} arms on {len(questions)} questions of "
-        f"{outcomes.dataset}; state written to {args.out}\n"
+        f"fitted {len(records)} outcomes of {summary['arms_taught']} arms on {len(questions)} questions of "
+        f"{outcomes.dataset} (LinUCB ridge {summary['ridge']:g}); state written to {args.out}\n"
         f"load it with: Router(arms=recorded_arm_space({str(args.data_dir)!r}{options}), "
         f"state_path={str(args.out)!r})"
     )
