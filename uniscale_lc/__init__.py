@@ -20,6 +20,7 @@ from .errors import (
     ModelCallError,
     ModelTimeoutError,
     RateLimitedError,
+    RequestRejectedError,
     StateError,
     UniScaleError,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "Policy",
     "RateLimitedError",
     "Reflection",
+    "RequestRejectedError",
     "RetryPolicy",
     "RouteResult",
     "Router",

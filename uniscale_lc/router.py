@@ -98,11 +98,25 @@ class Router(RoutingEngine):
         max_tokens: int | None = None,
         stop: list[str] | None = None,
         slo_tpot_ms: float | None = None,
+        cost_weight: float | None = None,
+        budget_usd_per_request: float | None = None,
         **provider_options: Any,
     ) -> Completion:
-        """Answer `messages` (OpenAI chat format) with the arm the policy picks; see docs/router.md."""
+        """Answer `messages` (OpenAI chat format) with the arm the policy picks; see docs/router.md.
+
+        `cost_weight` and `budget_usd_per_request` route this request only (never sent to a provider);
+        other unknown keyword arguments go to the provider as they are."""
         options = RequestOptions(
-            tools, tool_choice, model, temperature, max_tokens, stop, slo_tpot_ms, provider_options or None
+            tools,
+            tool_choice,
+            model,
+            temperature,
+            max_tokens,
+            stop,
+            slo_tpot_ms,
+            provider_options or None,
+            cost_weight,
+            budget_usd_per_request,
         )
         return await self.arun(as_messages(messages), options, run_id=run_id, request_id=request_id)
 
@@ -123,11 +137,22 @@ class Router(RoutingEngine):
         max_tokens: int | None = None,
         stop: list[str] | None = None,
         slo_tpot_ms: float | None = None,
+        cost_weight: float | None = None,
+        budget_usd_per_request: float | None = None,
         **provider_options: Any,
     ) -> AsyncIterator[CompletionChunk]:
         """Token chunks for Single arms (one chunk for other strategies); the last carries the Completion."""
         options = RequestOptions(
-            tools, tool_choice, model, temperature, max_tokens, stop, slo_tpot_ms, provider_options or None
+            tools,
+            tool_choice,
+            model,
+            temperature,
+            max_tokens,
+            stop,
+            slo_tpot_ms,
+            provider_options or None,
+            cost_weight,
+            budget_usd_per_request,
         )
         stream = self.arun_stream(as_messages(messages), options, run_id=run_id, request_id=request_id)
         async for chunk in stream:
