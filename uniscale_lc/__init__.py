@@ -1,6 +1,7 @@
 """uniscale-lc: a router that learns which (model x strategy x budget) to run per request.
 
-Front-ends: `UniScaleChat` (LangChain) over the framework-free core `Router`. The building blocks (arms,
+Front-ends: `UniScaleChat` (LangChain) and `UniScaleLLM` (LlamaIndex, an extra) over the framework-free
+core `Router`. The building blocks (arms,
 features, policies, costs, store) are imported eagerly; the router, the chat model, the client, the
 serving tools and the replay load on first access, so `import uniscale_lc` stays light and never
 imports litellm or LangChain.
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from .chat_model import UniScaleChat
     from .client import ModelClient, RetryPolicy
     from .feedback import FeedbackResult, FeedbackStore
+    from .llama_index import UniScaleLLM
     from .router import Completion, CompletionChunk, Router, RouterConfig, RouteResult
     from .serving import LoadSignals, ServerMonitor, VLLMServer, VLLMServerConfig, slo_gate
     from .strategies.execute import StrategyResult, run_strategy
@@ -43,6 +45,7 @@ __version__ = "0.1.0"
 # Public names that live in heavier modules, resolved on first access.
 _LAZY = {
     "UniScaleChat": "uniscale_lc.chat_model",
+    "UniScaleLLM": "uniscale_lc.llama_index",  # needs the [llama-index] extra
     "ModelClient": "uniscale_lc.client",
     "Router": "uniscale_lc.router",
     "RouterConfig": "uniscale_lc.router",
@@ -112,6 +115,7 @@ __all__ = [
     "StrategyResult",
     "UniScaleChat",
     "UniScaleError",
+    "UniScaleLLM",
     "UniformRandom",
     "VLLMServer",
     "VLLMServerConfig",

@@ -16,7 +16,7 @@ from langchain_core.messages.tool import ToolCallChunk
 from langchain_core.output_parsers.openai_tools import make_invalid_tool_call, parse_tool_call
 from langchain_core.outputs import ChatGenerationChunk
 
-from .errors import ConfigError
+from .core.tool_choice import openai_tool_choice
 from .feedback import REQUEST_ID_METADATA_KEY
 from .router import Completion, CompletionChunk, RequestOptions
 
@@ -62,25 +62,7 @@ def run_id_from_message_id(message_id: str | None) -> str | None:
 
 def tool_choice_for_openai(tool_choice: Any, tool_names: Sequence[str]) -> str | dict[str, Any] | None:
     """LangChain's tool_choice values in OpenAI's form ('any' and True mean 'required')."""
-    if tool_choice is None or tool_choice is False:
-        return None
-    if tool_choice is True or tool_choice == "any":
-        return "required"
-    if isinstance(tool_choice, str):
-        if tool_choice in ("auto", "none", "required"):
-            return tool_choice
-        if tool_choice not in tool_names:
-            raise ConfigError(
-                f"UniScaleChat.bind_tools.tool_choice: got {tool_choice!r}, which is not a bound tool; "
-                f"use one of {list(tool_names)}, 'auto', 'any', 'none' or 'required'"
-            )
-        return {"type": "function", "function": {"name": tool_choice}}
-    if isinstance(tool_choice, dict):
-        return tool_choice
-    raise ConfigError(
-        f"UniScaleChat.bind_tools.tool_choice: got {tool_choice!r}; use a tool name, 'auto', 'any', "
-        "'none', 'required', True or an OpenAI tool_choice dict"
-    )
+    return openai_tool_choice(tool_choice, tool_names, "UniScaleChat.bind_tools.tool_choice")
 
 
 def request_options(stop: list[str] | None, kwargs: dict[str, Any]) -> RequestOptions:

@@ -7,7 +7,7 @@ forwards callbacks. Everything that learns, records or persists lives in the rou
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -460,6 +460,10 @@ class UniScaleChat(BaseChatModel, RouterConfig):
     def load_report(self) -> list[str]:
         """What loading `state_path` at construction dropped or kept aside (empty when nothing)."""
         return self.core.load_report
+
+    def fit(self, records: Iterable[Any] | str | Path) -> dict[str, Any]:
+        """Warm start from labelled outcomes or an outcome-table directory (`Router.fit`, docs/warm_start.md)."""
+        return self.core.fit(records)
 
     def stats(self) -> dict[str, Any]:
         """Per-arm pulls, failures, feedback count, mean quality, mean reward and total cost."""

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 _SUBCOMMANDS = (
     "uniscale_lc.demo.run",
     "uniscale_lc.replay.cli",
+    "uniscale_lc.replay.fit_cli",
     "uniscale_lc.specserve.cli",
     "uniscale_lc.server.cli",
 )

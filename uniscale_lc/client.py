@@ -12,6 +12,7 @@ import dataclasses
 import email.utils
 import ipaddress
 import logging
+import math
 import os
 import random
 import sys
@@ -43,9 +44,15 @@ from .errors import (
 from .model_spec import ModelSpec
 from .prices import lookup_usd_per_mtok
 from .redact import redact
-from .transport_openai import OpenAITransport, served_model_name
+from .transport_openai import (
+    MalformedStreamError,
+    OpenAITransport,
+    ResponseTooLargeError,
+    served_model_name,
+)
 
 __all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "Choice",
     "Completion",
     "ModelClient",
@@ -58,6 +65,7 @@ __all__ = [
     "litellm_model_name",
     "parse_retry_after",
     "plan_calls",
+    "response_byte_cap",
     "run_sync",
 ]
 
@@ -98,6 +106,22 @@ _MAX_DETAIL_CHARS = 600
 # No tokenizer averages more than this many characters a token: an answer longer than max_tokens times this
 # comes from a broken endpoint (one that ignores max_tokens or under-reports its tokens), not from the model.
 MAX_CHARS_PER_TOKEN = 32
+# Bytes read per response, while reading: `RESPONSE_OVERHEAD_BYTES + n * max_tokens * RESPONSE_BYTES_PER_TOKEN`
+# (a streamed token costs one JSON event of a few hundred bytes, more with top logprobs), or the client's
+# `max_response_bytes` when `max_tokens` is unset. A body past the cap is cut off: a broken endpoint.
+RESPONSE_OVERHEAD_BYTES = 64 * 1024
+RESPONSE_BYTES_PER_TOKEN = 4096
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+# A usage count above this is a provider's bad data (no request is a billion tokens), not a bill.
+MAX_REPORTED_TOKENS = 10**9
+
+
+def response_byte_cap(max_tokens: int | None, n: int, default: int = DEFAULT_MAX_RESPONSE_BYTES) -> int:
+    """How many bytes of one response are read before it is refused (see RESPONSE_BYTES_PER_TOKEN)."""
+    if max_tokens is None:
+        return default
+    return RESPONSE_OVERHEAD_BYTES + max(1, n) * max(1, max_tokens) * RESPONSE_BYTES_PER_TOKEN
+
 
 _litellm_module: ModuleType | None = None
 
@@ -198,6 +222,14 @@ class RetryPolicy:
             raise field_error("RetryPolicy", "max_attempts", self.max_attempts, "use 1 (no retries) or more")
         if self.base_delay_s < 0 or self.max_delay_s < 0 or not 0 <= self.jitter <= 1:
             raise ConfigError("RetryPolicy: delays must be >= 0 and jitter in [0, 1]")
+
+    def deadline_s(self, timeout_s: float) -> float:
+        """The ceiling of one model call, every attempt and wait included: max_attempts x (2 x timeout_s + 1).
+
+        Each attempt (connect, first byte, whole body or stream) is bounded by 2 x timeout_s + 1 as a whole;
+        a wait (backoff or Retry-After) that would leave less than timeout_s before the ceiling is not made.
+        """
+        return self.max_attempts * _guard_s(timeout_s)
 
     def delay_s(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float | None:
         """Seconds to wait after failed attempt `attempt` (1-based); None means do not retry."""
@@ -328,6 +360,50 @@ class _MalformedResponse(Exception):
     """The provider answered, but not with something usable (no choices, a stream cut short)."""
 
 
+class _DeadlinePassed(Exception):
+    """The call reached its total deadline (`RetryPolicy.deadline_s`)."""
+
+
+class _Deadline:
+    """The wall-clock end of one model call; time spent waiting for our own concurrency slot is added back."""
+
+    def __init__(self, timeout_s: float, total_s: float) -> None:
+        self.guard_s = _guard_s(timeout_s)
+        self.total_s = total_s
+        self.at = time.monotonic() + total_s
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    async def bound(self, awaitable: Awaitable[T]) -> T:
+        """Await with the per-wait guard, cut to what is left of the call's deadline."""
+        remaining = self.remaining()
+        if remaining >= self.guard_s:
+            return await _deadline(awaitable, self.guard_s)
+        if remaining <= 0:
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()
+            raise _DeadlinePassed(f"passed the call deadline of {self.total_s:.1f} s")
+        try:
+            return await _deadline(awaitable, remaining)
+        except asyncio.TimeoutError:
+            raise _DeadlinePassed(f"passed the call deadline of {self.total_s:.1f} s") from None
+
+    async def acquire(self, limit: asyncio.Semaphore) -> None:
+        started = time.monotonic()
+        await limit.acquire()
+        self.at += time.monotonic() - started
+
+
+def _cause_chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
 def _exception_headers(exc: BaseException) -> Mapping[str, Any] | None:
     for candidate in (
         getattr(exc, "litellm_response_headers", None),
@@ -354,16 +430,12 @@ def _connection_problem(exc: BaseException) -> str | None:
     litellm reports a refused connection as an InternalServerError (500) and the openai SDK as a bare
     "Connection error.": the cause chain is the only place that says what happened.
     """
-    seen: BaseException | None = exc
     found: str | None = None
-    for _ in range(10):
-        if seen is None:
-            break
-        if isinstance(seen, ConnectionRefusedError):
+    for inner in _cause_chain(exc):
+        if isinstance(inner, ConnectionRefusedError):
             return "refused"
-        if type(seen).__name__ in _CONNECT_ERROR_NAMES:
+        if type(inner).__name__ in _CONNECT_ERROR_NAMES:
             found = "failed"
-        seen = seen.__cause__ or seen.__context__
     return found
 
 
@@ -377,7 +449,15 @@ def _classify(
     if len(detail) > _MAX_DETAIL_CHARS:
         detail = detail[: _MAX_DETAIL_CHARS - 3] + "..."
     if isinstance(exc, _MalformedResponse):
-        return _Failure(ModelCallError, True, None, "malformed response", text)
+        return _Failure(ModelCallError, True, None, "malformed response", redact(text, secrets))
+    if isinstance(exc, _DeadlinePassed):
+        return _Failure(ModelTimeoutError, False, None, "timed out", text)
+    # The SDK wraps what our byte counter raises in APIConnectionError: look for it down the chain.
+    for inner in _cause_chain(exc):
+        if isinstance(inner, ResponseTooLargeError):
+            return _Failure(ModelCallError, True, None, "malformed response (over the byte cap)", str(inner))
+        if isinstance(inner, MalformedStreamError):
+            return _Failure(ModelCallError, True, None, "malformed response", str(inner))
     if isinstance(exc, asyncio.TimeoutError):
         return _Failure(ModelTimeoutError, True, None, "timed out (client-side guard)")
     import openai  # litellm's exception classes subclass the SDK's, so these tests serve both transports
@@ -482,14 +562,37 @@ def _parse_response(response: Any, *, use_litellm_cost: bool) -> _CallResult:
             )
         )
     usage = _get(response, "usage")
-    input_tokens = int(_get(usage, "prompt_tokens") or 0) if usage is not None else 0
-    output_tokens = int(_get(usage, "completion_tokens") or 0) if usage is not None else 0
+    input_tokens = _usage_count(usage, "prompt_tokens")
+    output_tokens = _usage_count(usage, "completion_tokens")
     cost = None
     if use_litellm_cost:
         hidden = getattr(response, "_hidden_params", None) or {}
         value = hidden.get("response_cost") if isinstance(hidden, Mapping) else None
-        cost = float(value) if isinstance(value, (int, float)) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1e6:
+            cost = float(value)  # anything else: our own token maths below
     return _CallResult(choices, input_tokens, output_tokens, cost)
+
+
+def _usage_count(usage: Any, key: str) -> int:
+    """One token count of a provider's usage block, checked: bad data is a model failure, not a bill.
+
+    Absent or null is 0; a negative, non-integral, non-numeric or huge (> MAX_REPORTED_TOKENS) count raises
+    `_MalformedResponse`, so it never reaches the cost model.
+    """
+    value = _get(usage, key) if usage is not None else None
+    if value is None:
+        return 0
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REPORTED_TOKENS:
+        if isinstance(value, int) and not isinstance(value, bool):
+            shown = f"an integer of {value.bit_length()} bits" if value.bit_length() > 64 else str(value)
+        else:
+            shown = repr(value)[:40]
+        raise _MalformedResponse(
+            f"usage.{key}: got {shown}; a token count is an integer in [0, {MAX_REPORTED_TOKENS}]"
+        )
+    return value
 
 
 def check_answer_length(texts: Iterable[str], max_tokens: int | None, *, streamed_chars: int = 0) -> None:
@@ -651,10 +754,25 @@ class ModelClient:
     """
 
     def __init__(
-        self, retry: RetryPolicy | None = None, *, seed: int | None = None, transport: str = "auto"
+        self,
+        retry: RetryPolicy | None = None,
+        *,
+        seed: int | None = None,
+        transport: str = "auto",
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if transport not in ("auto", "litellm"):
             raise field_error("ModelClient", "transport", transport, "use 'auto' or 'litellm'")
+        if isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int):
+            raise field_error("ModelClient", "max_response_bytes", max_response_bytes, "use an int of bytes")
+        if max_response_bytes < RESPONSE_OVERHEAD_BYTES:
+            raise field_error(
+                "ModelClient",
+                "max_response_bytes",
+                max_response_bytes,
+                f"use at least {RESPONSE_OVERHEAD_BYTES} bytes (the default is {DEFAULT_MAX_RESPONSE_BYTES})",
+            )
+        self.max_response_bytes = max_response_bytes
         self.transport = transport
         self._openai = OpenAITransport()
         self.retry = retry or RetryPolicy()
@@ -674,10 +792,19 @@ class ModelClient:
             target = self._targets[spec] = _resolve_target(spec, openai_sdk=self.transport == "auto")
         return target
 
+    def _byte_cap(self, kwargs: Mapping[str, Any]) -> int:
+        return response_byte_cap(kwargs.get("max_tokens"), int(kwargs.get("n") or 1), self.max_response_bytes)
+
     def _send(self, target: _Target, kwargs: dict[str, Any]) -> Awaitable[Any]:
-        """The one call to a provider: the openai SDK for OpenAI-compatible endpoints, else litellm."""
+        """The one call to a provider: the openai SDK for OpenAI-compatible endpoints, else litellm.
+
+        The SDK path stops reading at the byte cap; litellm reads whole bodies itself, so its answers are
+        checked against the cap once read (streams: as they arrive).
+        """
         if target.served_model is not None and target.provider is not None:
-            return self._openai.acompletion(target.provider, target.served_model, kwargs)
+            return self._openai.acompletion(
+                target.provider, target.served_model, kwargs, self._byte_cap(kwargs)
+            )
         return _litellm().acompletion(**kwargs)
 
     async def aclose(self) -> None:
@@ -776,16 +903,23 @@ class ModelClient:
             kwargs.update(extra)
         return kwargs
 
-    async def _attempt(self, spec: ModelSpec, target: _Target, kwargs: dict[str, Any]) -> _CallResult:
-        response = await _deadline(self._send(target, kwargs), _guard_s(spec.timeout_s))
+    async def _attempt(
+        self, spec: ModelSpec, target: _Target, kwargs: dict[str, Any], deadline: _Deadline
+    ) -> _CallResult:
+        response = await deadline.bound(self._send(target, kwargs))
         result = _parse_response(response, use_litellm_cost=target.use_litellm_cost)
-        check_answer_length((choice.text for choice in result.choices), kwargs.get("max_tokens"))
+        texts = [choice.text for choice in result.choices]
+        check_answer_length(texts, kwargs.get("max_tokens"))
+        if sum(len(text) for text in texts) > self._byte_cap(kwargs):  # litellm read it whole; refuse it now
+            raise ResponseTooLargeError(f"the answer passed the cap of {self._byte_cap(kwargs)} bytes")
         return result
 
     async def _call(
         self, spec: ModelSpec, target: _Target, kwargs: dict[str, Any], secrets: list[str | None]
     ) -> _CallResult:
-        """One logical call with bounded retries; raises the typed error of the last attempt."""
+        """One logical call with bounded retries and one total deadline; raises the typed error of the last
+        attempt."""
+        deadline = _Deadline(spec.timeout_s, self.retry.deadline_s(spec.timeout_s))
         attempt = 0
         while True:
             attempt += 1
@@ -793,23 +927,45 @@ class ModelClient:
             limit = self._limit(spec)
             try:
                 if limit is None:
-                    return await self._attempt(spec, target, kwargs)
-                async with limit:
-                    return await self._attempt(spec, target, kwargs)
+                    return await self._attempt(spec, target, kwargs, deadline)
+                await deadline.acquire(limit)
+                try:
+                    return await self._attempt(spec, target, kwargs, deadline)
+                finally:
+                    limit.release()
             except (asyncio.CancelledError, ConfigError):
                 raise  # a ConfigError (no API key) is the caller's to fix: no retry, no model blamed
             except Exception as exc:
                 failure = _classify(exc, secrets, spec.api_base)
             # Raised outside the except block so no provider exception (which may quote headers) is chained.
             await asyncio.sleep(
-                self._retry_delay_or_raise(spec, failure, attempt, retryable=failure.retryable)
+                self._retry_delay_or_raise(spec, failure, attempt, deadline, retryable=failure.retryable)
             )
 
     def _retry_delay_or_raise(
-        self, spec: ModelSpec, failure: _Failure, attempt: int, *, retryable: bool, what: str = "attempt"
+        self,
+        spec: ModelSpec,
+        failure: _Failure,
+        attempt: int,
+        deadline: _Deadline,
+        *,
+        retryable: bool,
+        what: str = "attempt",
     ) -> float:
-        """Seconds to wait before the next attempt, or raise the typed error when no retry is left."""
+        """Seconds to wait before the next attempt, or raise the typed error when no retry is left.
+
+        A wait that would leave less than one `timeout_s` before the call's deadline is not made: the error
+        is raised now, so the router can try another arm (a `Retry-After: 29` never holds a 2 s call).
+        """
         delay = self.retry.delay_s(attempt, failure.retry_after_s, self._rng) if retryable else None
+        if delay is not None and delay + spec.timeout_s > deadline.remaining():
+            logger.info(
+                "%s: not retrying: a %.2f s wait passes the call deadline of %.1f s",
+                spec.model,
+                delay,
+                deadline.total_s,
+            )
+            delay = None
         if delay is None:
             error = failure.error(spec.model, attempt)
             logger.info("%s", error)
@@ -922,9 +1078,10 @@ class ModelClient:
     ) -> AsyncGenerator[StreamDelta, None]:
         """Stream one answer. Retries happen only before the first delta; a failure after it is raised.
 
-        `spec.timeout_s` bounds the wait for the stream to open and for each next chunk. A stream with no text
-        and no tool call is a malformed response (litellm reports a broken stream that way). The last delta
-        carries `usage`; without usage from the server, tokens are estimated as characters / 4.
+        `spec.timeout_s` bounds the wait for the stream to open and for each next chunk, and the whole stream
+        ends within `RetryPolicy.deadline_s(timeout_s)` (a stream that never ends is cut there). A stream
+        with no text and no tool call is a malformed response (litellm reports a broken stream that way).
+        The last delta carries `usage`; without usage from the server, tokens are estimated as characters / 4.
         """
         target = await self._atarget(spec)
         started = time.perf_counter()
@@ -934,7 +1091,8 @@ class ModelClient:
         kwargs["stream"] = True
         kwargs["stream_options"] = {"include_usage": True}
         secrets = [kwargs.get("api_key")]
-        guard = _guard_s(spec.timeout_s)
+        deadline = _Deadline(spec.timeout_s, self.retry.deadline_s(spec.timeout_s))
+        byte_cap = self._byte_cap(kwargs)
         attempt = 0
         while True:
             attempt += 1
@@ -946,22 +1104,28 @@ class ModelClient:
             output_chars = 0
             limit = self._limit(spec)
             if limit is not None:
-                await limit.acquire()
+                await deadline.acquire(limit)
             stream: Any = None
             try:
-                stream = await _deadline(self._send(target, kwargs), guard)
+                stream = await deadline.bound(self._send(target, kwargs))
                 iterator = stream.__aiter__()
                 while True:
                     try:
-                        chunk = await _deadline(iterator.__anext__(), guard)
+                        chunk = await deadline.bound(iterator.__anext__())
                     except StopAsyncIteration:
                         break
                     chunk_usage = _get(chunk, "usage")
                     if chunk_usage is not None and _get(chunk_usage, "completion_tokens") is not None:
-                        usage_tokens = (
-                            int(_get(chunk_usage, "prompt_tokens") or 0),
-                            int(_get(chunk_usage, "completion_tokens") or 0),
-                        )
+                        try:
+                            usage_tokens = (
+                                _usage_count(chunk_usage, "prompt_tokens"),
+                                _usage_count(chunk_usage, "completion_tokens"),
+                            )
+                        except _MalformedResponse as bad:
+                            # The text already reached the caller: estimate the tokens instead of billing
+                            # the provider's bad numbers (a plain answer with bad usage falls back instead).
+                            logger.warning("%s: %s; tokens estimated from characters", spec.model, bad)
+                            usage_tokens = None
                     for raw in _get(chunk, "choices") or []:
                         delta = _get(raw, "delta")
                         content = _get(delta, "content") if delta is not None else None
@@ -986,6 +1150,8 @@ class ModelClient:
                             continue
                         output_chars += len(text)
                         check_answer_length((), max_tokens, streamed_chars=output_chars)
+                        if output_chars > byte_cap:  # litellm streams are not byte-counted: count the text
+                            raise ResponseTooLargeError(f"the stream passed the cap of {byte_cap} bytes")
                         yielded = True
                         yield piece
                 if not finished:
@@ -1000,8 +1166,9 @@ class ModelClient:
             finally:
                 if limit is not None:
                     limit.release()
+                # Always: a stream abandoned by the caller (GeneratorExit here) must free its connection too.
                 close = getattr(stream, "aclose", None)
-                if close is not None and failure is not None:
+                if close is not None:
                     with contextlib.suppress(Exception):
                         await close()
             if failure is None:
@@ -1017,7 +1184,9 @@ class ModelClient:
             # Once tokens reached the caller a retry would repeat them: only a clean failure is retried.
             retryable = failure.retryable and not yielded
             await asyncio.sleep(
-                self._retry_delay_or_raise(spec, failure, attempt, retryable=retryable, what="stream attempt")
+                self._retry_delay_or_raise(
+                    spec, failure, attempt, deadline, retryable=retryable, what="stream attempt"
+                )
             )
 
     def complete(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from .errors import ConfigError
 from .feedback import FeedbackResult, PendingDecision
 from .store import load_state, save_state
 from .strategies.execute import StrategyResult
+from .warm_start import fit_outcomes
 
 __all__ = [
     "Completion",
@@ -224,6 +225,34 @@ class Router(RoutingEngine):
             await self._aautosave()
         return result
 
+    # ------------------------------------------------------------------ warm start
+
+    def fit(self, records: Iterable[Any] | str | Path) -> dict[str, Any]:
+        """Warm start from labelled outcomes (an eval set) before or between live requests; see docs/warm_start.md.
+
+        `records`: `LabelledOutcome`s, dicts with prompt / arm_id / quality (and optionally cost_usd,
+        input_tokens, output_tokens, calls) or (prompt, arm_id, quality[, cost_usd]) tuples; or an
+        outcome-table directory, of which the arms this router is configured with are taught. Every record
+        is checked first: a bad one raises `ConfigError` and nothing is taught. The policy learns each
+        quality as it would learn live feedback; usage teaches the cost model. Returns a summary
+        (records, arms_taught, per-arm counts and means); the state file is saved as after feedback.
+        """
+        if self._shared is not None:
+            raise ConfigError(
+                f"{self.label}.fit: this router shares its policy through shared_state; fit a router "
+                "without shared_state, save it, and start the replicas from that state file"
+            )
+        if isinstance(records, (str, Path)):
+            from .replay.warm import directory_records  # the replay package is only needed for tables
+
+            records = directory_records(records, self._arm_space.ids)
+        summary = fit_outcomes(
+            self._policy, self._cost_model, lambda prompt: self.context(as_messages(prompt)), records
+        )
+        self._stats.warm_started(summary["records"])
+        self._autosave()
+        return summary
+
     # ------------------------------------------------------------------ introspection
 
     def stats(self) -> dict[str, Any]:
@@ -233,6 +262,7 @@ class Router(RoutingEngine):
             "requests": summary["requests"],
             "failed_requests": summary["failed_requests"],
             "routes": summary["routes"],
+            "warm_start_records": summary["warm_start_records"],
             "pending": len(self._feedback),
             "total_cost_usd": summary["total_cost_usd"],
             "cost_weight": self.cost_weight_now(),

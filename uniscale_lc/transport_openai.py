@@ -7,7 +7,9 @@ every other provider stays on litellm. The request is litellm's keyword dict, so
 request builder, one response parser, one retry loop and one error classifier (`client.py`):
 
 - non-streamed answers are read as plain JSON (no pydantic models: the parser reads dicts and objects alike);
-- streams are the SDK's `AsyncStream` of chunk objects;
+- streams are read as server-sent events by `_SSEStream` here, each chunk a plain JSON dict;
+- both are read through the SDK's streaming response, counting bytes as they arrive: past `max_bytes` the
+  read stops with `ResponseTooLargeError`, so a body that never ends costs at most the cap in memory;
 - errors are the SDK's exceptions, of which litellm's are subclasses, so one classifier serves both.
 
 One `AsyncOpenAI` client (one HTTP connection pool) per (event loop, base URL, key): a pool must not be
@@ -24,7 +26,7 @@ import hashlib
 import inspect
 import json
 import os
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 from weakref import WeakKeyDictionary
@@ -33,7 +35,9 @@ from .errors import ConfigError
 
 __all__ = [
     "OPENAI_COMPATIBLE_PROVIDERS",
+    "MalformedStreamError",
     "OpenAITransport",
+    "ResponseTooLargeError",
     "openai_request",
     "served_model_name",
 ]
@@ -45,6 +49,104 @@ OPENAI_API_HOST = "api.openai.com"
 _CLIENT_KEYS = frozenset({"api_base", "api_key", "max_retries", "model"})
 
 _create_params: frozenset[str] | None = None
+
+
+class ResponseTooLargeError(Exception):
+    """The provider sent more bytes than the call's cap: a broken or hostile endpoint, not an answer."""
+
+
+class MalformedStreamError(Exception):
+    """A server-sent event that is not JSON, or a line longer than the byte cap."""
+
+
+async def _capped_bytes(response: Any, max_bytes: int) -> AsyncIterator[bytes]:
+    """The response body piece by piece, stopping (before buffering more) once it passes `max_bytes`."""
+    declared = response.http_response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise ResponseTooLargeError(
+            f"the response declares {int(declared)} bytes, over the cap of {max_bytes}"
+        )
+    received = 0
+    pieces = response.iter_bytes().__aiter__()
+    while True:
+        try:
+            piece = await pieces.__anext__()
+        except StopAsyncIteration:
+            return
+        except Exception as exc:  # a cut connection: the SDK's own error for it, so it is classified alike
+            import openai
+
+            raise openai.APIConnectionError(
+                message=f"reading the response failed ({type(exc).__name__}: {exc})",
+                request=response.http_response.request,
+            ) from exc
+        received += len(piece)
+        if received > max_bytes:
+            raise ResponseTooLargeError(f"the response passed the cap of {max_bytes} bytes")
+        yield piece
+
+
+class _SSEStream:
+    """Server-sent events of one streamed answer, each `data:` payload decoded as a JSON dict.
+
+    Ends at `[DONE]` or at the end of the body; `aclose()` releases the connection (also when abandoned).
+    """
+
+    def __init__(self, manager: Any, response: Any, max_bytes: int) -> None:
+        self._manager = manager
+        self._response = response
+        self._max_bytes = max_bytes
+        self._closed = False
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[dict[str, Any]]:
+        buffer = b""
+        data: list[bytes] = []
+        try:
+            async for piece in _capped_bytes(self._response, self._max_bytes):
+                buffer += piece
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    line = line.rstrip(b"\r")
+                    if line.startswith(b"data:"):
+                        data.append(line[5:].lstrip(b" "))
+                        continue
+                    if line or not data:
+                        continue  # comments, event names, ids, keep-alive blank lines
+                    payload, data = b"\n".join(data), []
+                    if payload.strip() == b"[DONE]":
+                        return
+                    yield self._decode(payload)
+            if data and data[-1].strip() != b"[DONE]":
+                yield self._decode(b"\n".join(data))
+        finally:
+            await self.aclose()
+
+    def _decode(self, payload: bytes) -> dict[str, Any]:
+        try:
+            event = json.loads(payload)
+        except ValueError as exc:
+            raise MalformedStreamError(f"a stream event is not JSON ({exc})") from None
+        if not isinstance(event, dict):
+            raise MalformedStreamError("a stream event is not a JSON object")
+        if event.get("error") is not None:
+            import openai
+
+            error = event["error"]
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            raise openai.APIError(
+                str(message or "error in the stream"), self._response.http_response.request, body=error
+            )
+        return event
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await self._manager.__aexit__(None, None, None)
 
 
 def _known_params() -> frozenset[str]:
@@ -157,16 +259,27 @@ class OpenAITransport:
             client = per_loop[pool_key] = openai.AsyncOpenAI(api_key=key, base_url=api_base, max_retries=0)
         return client
 
-    async def acompletion(self, provider: str, served_model: str, kwargs: Mapping[str, Any]) -> Any:
-        """One call: a plain-JSON dict for a whole answer, the SDK's `AsyncStream` when `stream=True`."""
+    async def acompletion(
+        self, provider: str, served_model: str, kwargs: Mapping[str, Any], max_bytes: int
+    ) -> Any:
+        """One call: a plain-JSON dict for a whole answer, an `_SSEStream` of dicts when `stream=True`.
+
+        At most `max_bytes` of the body are read (`ResponseTooLargeError` past them).
+        """
         if asyncio.get_running_loop() not in self._closers:
             await self._watch_loop()
         client = self._client(provider, kwargs.get("api_base"), kwargs.get("api_key"))
         request = openai_request(served_model, kwargs)
+        manager = client.chat.completions.with_streaming_response.create(**request)
+        response = await manager.__aenter__()
         if request.get("stream"):
-            return await client.chat.completions.create(**request)
-        raw = await client.chat.completions.with_raw_response.create(**request)
-        return json.loads(raw.http_response.content)
+            return _SSEStream(manager, response, max_bytes)
+        try:
+            body = b"".join([piece async for piece in _capped_bytes(response, max_bytes)])
+        finally:
+            with contextlib.suppress(Exception):
+                await manager.__aexit__(None, None, None)
+        return json.loads(body)
 
     async def aclose(self) -> None:
         """Close the pools of the running loop (the others close with their loops)."""

@@ -40,6 +40,7 @@ from .config import (
     resolve_policy,
 )
 from .messages import featurized_text, prompt_text
+from .request_check import check_request
 from .results import (
     Completion,
     CompletionChunk,
@@ -259,6 +260,7 @@ class RoutingEngine:
             except ModelCallError as error:
                 if sent:  # tokens already reached the caller: no clean fallback
                     self._learn_zero(decision)
+                    self._record_breaker_failure(arm)
                     self._stats.arm_failed(arm.id, request_failed=True)
                     raise
                 remaining = self._learn_failure(request, decision, arm, error, failures)
@@ -312,6 +314,7 @@ class RoutingEngine:
             raise ConfigError(
                 "messages: got an empty list; pass at least one message, e.g. chat.invoke('Hello')"
             )
+        check_request(messages, options)  # likewise a request no provider could take (not JSON, bad tools)
         tools = options.tools or None
         per_call_weight, budget = options.cost_weight, options.budget_usd_per_request
         if per_call_weight is not None or budget is not None:
@@ -422,8 +425,7 @@ class RoutingEngine:
             raise error
         logger.warning("uniscale: arm %s failed (%s); falling back", arm.id, error)
         self._learn_zero(decision)
-        if self._breakers is not None and self._breakers.record_failure(arm.model.display_name):
-            logger.warning("uniscale: circuit breaker opened for model %s", arm.model.display_name)
+        self._record_breaker_failure(arm)
         self._stats.arm_failed(arm.id)
         self._autosave()
         failures.append((arm.id, error))
@@ -436,6 +438,11 @@ class RoutingEngine:
                 errors=list(failures),
             ) from error
         return remaining
+
+    def _record_breaker_failure(self, arm: Arm) -> None:
+        """Every failed call counts toward its model's breaker, before or after a first streamed token."""
+        if self._breakers is not None and self._breakers.record_failure(arm.model.display_name):
+            logger.warning("uniscale: circuit breaker opened for model %s", arm.model.display_name)
 
     async def _run_with_fallbacks(self, request: PreparedRequest) -> Outcome:
         remaining: list[str] = list(request.candidates)

@@ -21,6 +21,7 @@ class RouterStats:
         self.requests = 0
         self.failed_requests = 0
         self.routes = 0
+        self.warm_start_records = 0  # labelled outcomes taught by `fit` (not requests: no pulls, no cost)
         self.arms: dict[str, dict[str, Any]] = {}
 
     def _arm(self, arm_id: str) -> dict[str, Any]:
@@ -47,6 +48,10 @@ class RouterStats:
         with self._lock:
             self.failed_requests += 1
 
+    def warm_started(self, records: int) -> None:
+        with self._lock:
+            self.warm_start_records += records
+
     def scored(self, arm_id: str, quality: float, reward: float) -> None:
         with self._lock:
             arm = self._arm(arm_id)
@@ -72,6 +77,7 @@ class RouterStats:
                 "requests": self.requests,
                 "failed_requests": self.failed_requests,
                 "routes": self.routes,
+                "warm_start_records": self.warm_start_records,
                 "total_cost_usd": sum(raw["cost_usd"] for raw in self.arms.values()),
                 "arms": arms,
             }
@@ -82,6 +88,7 @@ class RouterStats:
                 "requests": self.requests,
                 "failed_requests": self.failed_requests,
                 "routes": self.routes,
+                "warm_start_records": self.warm_start_records,
                 "arms": {arm_id: dict(values) for arm_id, values in self.arms.items()},
             }
 
@@ -90,4 +97,5 @@ class RouterStats:
             self.requests = int(state.get("requests", 0))
             self.failed_requests = int(state.get("failed_requests", 0))
             self.routes = int(state.get("routes", 0))
+            self.warm_start_records = int(state.get("warm_start_records", 0))
             self.arms = {str(k): dict(v) for k, v in dict(state.get("arms", {})).items()}

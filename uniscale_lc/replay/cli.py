@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import UniScaleError
 from .report import format_table, replay_dataset
-from .runner import DEFAULT_COST_WEIGHT, DRIFT_SCENARIOS, ReplayConfig
+from .runner import DEFAULT_COST_WEIGHT, DRIFT_SCENARIOS, LEARNERS, ReplayConfig
 
 __all__ = ["add_subparser", "build_parser", "config_from_args", "run"]
 
@@ -91,6 +91,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         default="hashing",
         help="prompt features (default hashing)",
     )
+    parser.add_argument(
+        "--learners",
+        metavar="NAMES",
+        default=None,
+        help=f"comma-separated learners to run (default all: {','.join(LEARNERS)})",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -113,6 +119,8 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
         "workers": args.workers,
         "featurizer": args.featurizer,
     }
+    if args.learners is not None:
+        changes["learners"] = tuple(name.strip() for name in args.learners.split(",") if name.strip())
     if args.cost_weight is not None:
         changes["cost_weight"] = args.cost_weight
         changes["cost_weights"] = (args.cost_weight,)

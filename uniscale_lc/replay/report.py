@@ -32,6 +32,7 @@ from .runner import (
     run_drift,
     run_sweep,
 )
+from .warm import WARM_LEARNERS, heldout_environment
 
 __all__ = ["POLICY_KEYS", "build_report", "format_table", "replay_dataset", "two_model_summary"]
 
@@ -41,7 +42,10 @@ POLICY_KEYS: tuple[str, ...] = (
     "tts_only",
     "random",
     "epsilon_greedy",
+    "uniscale_warm",
+    "offline_router",
     "best_fixed_arm",
+    "best_fixed_arm_heldout",
     "oracle",
 )
 REPORT_VERSION = 1
@@ -138,6 +142,11 @@ def build_report(
         frontiers[learner] = _learner_frontier(traces, learner, config)
     frontiers["best_fixed_arm"] = _hindsight_frontier(env, config.cost_weights, per_question=False)
     frontiers["oracle"] = _hindsight_frontier(env, config.cost_weights, per_question=True)
+    if any(learner in WARM_LEARNERS for learner in config.learners):
+        # The warm learners are scored on the held-out questions only: so is their fixed-arm comparator.
+        frontiers["best_fixed_arm_heldout"] = _hindsight_frontier(
+            heldout_environment(env), config.cost_weights, per_question=False
+        )
 
     # One cost range for every policy of this dataset, so their AIQs compare (RouterBench).
     # Per-seed points are included because each seed's AIQ is computed too (for its spread).
@@ -203,7 +212,7 @@ def build_report(
             }
             if key == "tts_only":
                 entry["model"] = env.tts_model()
-        elif key == "best_fixed_arm":
+        elif key in ("best_fixed_arm", "best_fixed_arm_heldout"):
             entry["arm"] = headline["arm"]
         policies[key] = entry
 
@@ -396,7 +405,7 @@ def format_table(report: dict[str, Any]) -> str:
         f"cost weight {report['settings']['cost_weight']}, {report['settings']['seeds']} seed(s)",
         f"best arm by accuracy: {report['best_arm_by_accuracy']['arm']} "
         f"({report['best_arm_by_accuracy']['accuracy']:.4f} at ${report['best_arm_by_accuracy']['cost_usd_per_query']:.6f}/query)",
-        f"{'policy':<16}{'AIQ':>8}{'accuracy':>10}{'$/query':>12}{'reward':>9}{'cost@95%best':>14}",
+        f"{'policy':<24}{'AIQ':>8}{'accuracy':>10}{'$/query':>12}{'reward':>9}{'cost@95%best':>14}",
     ]
     for key in POLICY_KEYS:
         entry = report["policies"].get(key)
@@ -404,7 +413,7 @@ def format_table(report: dict[str, Any]) -> str:
             continue
         reach = entry["cost_at_95pct_best"]
         lines.append(
-            f"{key:<16}{entry['aiq']:>8.4f}{entry['accuracy']:>10.4f}{entry['cost_usd_per_query']:>12.6f}"
+            f"{key:<24}{entry['aiq']:>8.4f}{entry['accuracy']:>10.4f}{entry['cost_usd_per_query']:>12.6f}"
             f"{entry['reward']:>9.4f}{('not reached' if reach is None else f'{reach:.3f}'):>14}"
         )
     two_model = report.get("two_model")

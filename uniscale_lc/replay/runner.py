@@ -58,7 +58,15 @@ __all__ = [
 DEFAULT_COST_WEIGHTS: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 # The headline operating point: the dearest arm must buy 0.2 more quality than a free one (costs.py).
 DEFAULT_COST_WEIGHT = 0.2
-LEARNERS: tuple[str, ...] = ("uniscale", "routing_only", "tts_only", "epsilon_greedy", "random")
+LEARNERS: tuple[str, ...] = (
+    "uniscale",
+    "routing_only",
+    "tts_only",
+    "epsilon_greedy",
+    "random",
+    "uniscale_warm",  # replay/warm.py: fitted on a labelled split, scored on the rest
+    "offline_router",
+)
 DRIFT_SCENARIOS: tuple[str, ...] = ("task_blocks", "price_change", "outage")
 
 
@@ -223,7 +231,7 @@ class ReplayEnvironment:
         """Arm columns a learner chooses from (see docs/replay.md for why these sets)."""
         arms = self.outcomes.arms
         every = tuple(range(len(arms)))
-        if learner in ("uniscale", "epsilon_greedy", "random"):
+        if learner in ("uniscale", "epsilon_greedy", "random", "uniscale_warm", "offline_router"):
             return every
         if learner == "routing_only":
             singles = tuple(i for i in every if arms[i].kind == "single")
@@ -324,7 +332,7 @@ class RunTrace:
 
 def make_policy(learner: str, seed: int, config: ReplayConfig) -> Policy:
     """The policy object behind a learner name; LinUCB with the library defaults for every learner."""
-    if learner in ("uniscale", "routing_only", "tts_only"):
+    if learner in ("uniscale", "routing_only", "tts_only", "uniscale_warm"):
         return LinUCB(alpha=config.linucb_alpha, per_arm=config.linucb_per_arm, seed=seed)
     if learner == "epsilon_greedy":
         return EpsilonGreedy(epsilon=config.epsilon, seed=seed)
@@ -349,8 +357,12 @@ def run_learner(
     events: Sequence[DriftEvent] = (),
     initial_price_factors: dict[str, float] | None = None,
     initially_removed: Iterable[str] = (),
+    prepare: Callable[[Policy, CostModel], None] | None = None,
 ) -> RunTrace:
-    """Replay one learner over `order` with bandit feedback; drift events apply at their steps."""
+    """Replay one learner over `order` with bandit feedback; drift events apply at their steps.
+
+    `prepare(policy, cost_model)` runs once before the first step (the warm learners fit there).
+    """
     outcomes = env.outcomes
     columns = env.learner_columns(learner)
     price_factors = dict(initial_price_factors or {})
@@ -360,6 +372,8 @@ def run_learner(
     policy = make_policy(learner, seed, config)
     policy.bind(space, env.features.shape[1])
     cost_model = CostModel(space)
+    if prepare is not None:
+        prepare(policy, cost_model)
     predicted = PredictedCosts(cost_model, space)
     events_at: dict[int, list[DriftEvent]] = {}
     for event in events:
@@ -452,6 +466,10 @@ RunKey = tuple[str, int, float]
 
 def _sweep_job(args: tuple[ReplayEnvironment, str, int, float, ReplayConfig]) -> RunTrace:
     env, learner, seed, weight, config = args
+    if learner in ("uniscale_warm", "offline_router"):
+        from .warm import run_warm_learner  # imports this module
+
+        return run_warm_learner(env, learner, seed, weight, config)
     return run_learner(env, learner, seed, weight, question_order(env.n_questions, seed), config)
 
 

@@ -1,0 +1,206 @@
+"""`uniscale-lc fit DATA_DIR --out state.npz`: warm-start a router's state file from a recorded outcome table.
+
+The table's arms are rebuilt exactly as the replay builds them; a `Router` with those arms
+(`recorded_arm_space(DATA_DIR, arms=...)`) is fitted through `Router.fit` on every arm's recorded outcome of
+the chosen questions, and saved. `Router(arms=recorded_arm_space(...), state_path=OUT)` or
+`UniScaleChat(arms=..., state_path=OUT)` then starts from what was learnt (docs/warm_start.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..arms import ArmSpace
+from ..errors import ConfigError, UniScaleError
+from ..warm_start import check_outcomes, labelled_split
+from .data import load_outcome_table
+from .recorded_arms import ArmOutcomes, build_recorded_arms
+from .runner import ReplayConfig, ReplayEnvironment, filter_arms
+from .warm import WARM_SEED, outcome_records
+
+__all__ = ["add_subparser", "check_out_path", "recorded_arm_space", "recorded_outcomes", "run"]
+
+# Records taught per Router.fit call: a progress tick each (all are validated before the first call).
+_CHUNK = 2000
+
+
+def recorded_outcomes(
+    data_dir: str | Path,
+    arms: str | None = None,
+    *,
+    max_questions: int | None = None,
+    min_coverage: float = 0.9,
+) -> tuple[ReplayEnvironment, ArmOutcomes]:
+    """The table's arms and common questions as the replay builds them, without featurising the prompts.
+
+    Returns a feature-less environment (for its `arm_space`) and its outcomes.
+    """
+    config = ReplayConfig(seeds=1, arms=arms, max_questions=max_questions, min_coverage=min_coverage)
+    table = load_outcome_table(data_dir)
+    if config.max_questions is not None and config.max_questions < table.n_questions:
+        # The replay's seeded subset (ReplayEnvironment.from_table), so both see the same questions.
+        chosen = np.sort(
+            np.random.default_rng(0).choice(table.n_questions, config.max_questions, replace=False)
+        )
+        table = table.subset(chosen)
+    outcomes = filter_arms(build_recorded_arms(table, vote_ladder=config.vote_ladder), config.arms)
+    outcomes = outcomes.restrict_to_common(config.min_coverage)
+    n = outcomes.n_questions
+    env = ReplayEnvironment(
+        table=table,
+        outcomes=outcomes,
+        features=np.zeros((n, 0)),  # not needed: the router featurises what it is taught
+        prompt_tokens=np.zeros(n),
+        arm_models=tuple(arm.model for arm in outcomes.arms),
+        reference_cost=np.nanmax(outcomes.cost_usd, axis=1),
+    )
+    return env, outcomes
+
+
+def recorded_arm_space(
+    data_dir: str | Path,
+    arms: str | None = None,
+    *,
+    max_questions: int | None = None,
+    min_coverage: float = 0.9,
+) -> ArmSpace:
+    """The live arm space of a table's arms (ids `model:method|strategy`), to build the router a fit loads into."""
+    env, outcomes = recorded_outcomes(data_dir, arms, max_questions=max_questions, min_coverage=min_coverage)
+    return env.arm_space(range(len(outcomes.arms)))
+
+
+def check_out_path(out: Path) -> None:
+    """Refuse an --out that cannot be written, before any work (a directory, or an unwritable folder)."""
+    if out.is_dir():
+        raise ConfigError(f"--out: {out} is a directory; give a file path such as {out / 'state.npz'}")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"--out: {folder} is not a directory, so {out} cannot be created")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out: the folder {folder} is not writable; choose another path")
+
+
+def add_subparser(subparsers: Any) -> None:
+    """Register `fit` on the main CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "fit",
+        help="warm-start a state file from a recorded outcome table (every arm's outcome per question)",
+        description=(
+            "Fit a router on an outcome table (full information: every arm's recorded outcome of each "
+            "question) and save its state; Router/UniScaleChat(arms=recorded_arm_space(DATA_DIR), "
+            "state_path=OUT) loads it. See docs/warm_start.md."
+        ),
+    )
+    parser.add_argument("data_dir", metavar="DATA_DIR", type=Path, help="an outcome-table directory")
+    parser.add_argument("--out", metavar="STATE.npz", type=Path, required=True, help="state file to write")
+    parser.add_argument(
+        "--arms",
+        metavar="SPEC",
+        default=None,
+        help="arms to keep: comma-separated globs over arm ids or kind:single|majority_vote|composite",
+    )
+    parser.add_argument(
+        "--max-questions",
+        metavar="N",
+        type=int,
+        default=None,
+        help="the replay's seeded subset of N questions",
+    )
+    parser.add_argument(
+        "--questions-fraction",
+        metavar="F",
+        type=float,
+        default=None,
+        help=f"fit on the replay's seeded labelled split of this fraction only (seed {WARM_SEED}; "
+        "the replay's uniscale_warm uses 0.3); default: every question",
+    )
+    parser.add_argument(
+        "--min-coverage", metavar="F", type=float, default=0.9, help="as for replay (default 0.9)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress output")
+    parser.set_defaults(func=run)
+
+
+class _Progress:
+    """tqdm on a terminal; otherwise a line on stderr at most every `every_s` seconds (logs, CI)."""
+
+    def __init__(self, total: int, enabled: bool, every_s: float = 5.0):
+        self.total, self.done, self.every_s = total, 0, every_s
+        self.enabled = enabled
+        self._bar: Any = None
+        self._last = time.monotonic()
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc="fit", unit="record", leave=False)
+
+    def update(self, count: int) -> None:
+        self.done += count
+        if self._bar is not None:
+            self._bar.update(count)
+        elif self.enabled and (time.monotonic() - self._last >= self.every_s or self.done == self.total):
+            self._last = time.monotonic()
+            print(f"fit: {self.done}/{self.total} records", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fit and save; 0 on success, 2 on a configuration or data error."""
+    from ..router import Router
+
+    try:
+        check_out_path(args.out)
+        if args.questions_fraction is not None and not 0.0 < args.questions_fraction <= 1.0:
+            raise ConfigError(
+                f"--questions-fraction: got {args.questions_fraction}; use a fraction in (0, 1]"
+            )
+        env, outcomes = recorded_outcomes(
+            args.data_dir, args.arms, max_questions=args.max_questions, min_coverage=args.min_coverage
+        )
+        questions: Sequence[int] | np.ndarray = np.arange(outcomes.n_questions)
+        if args.questions_fraction is not None and args.questions_fraction < 1.0:
+            questions = labelled_split(outcomes.n_questions, args.questions_fraction, WARM_SEED)[0]
+        router = Router(arms=env.arm_space(range(len(outcomes.arms))), label="fit")
+        records = check_outcomes(outcome_records(outcomes, questions), router.arm_space.ids)
+        progress = _Progress(len(records), enabled=not args.no_progress)
+        arms_taught: set[str] = set()
+        try:
+            for start in range(0, len(records), _CHUNK):
+                summary = router.fit(records[start : start + _CHUNK])
+                arms_taught.update(summary["arms"])
+                progress.update(min(_CHUNK, len(records) - start))
+        finally:
+            progress.close()
+        router.save(args.out)
+    except (UniScaleError, ValueError) as error:
+        print(f"uniscale-lc fit: {error}", file=sys.stderr)
+        return 2
+    options = "".join(
+        f", {name}={value!r}"
+        for name, value, default in (
+            ("arms", args.arms, None),
+            ("max_questions", args.max_questions, None),
+            ("min_coverage", args.min_coverage, 0.9),
+        )
+        if value != default
+    )
+    print(
+        f"fitted {len(records)} outcomes of {len(arms_taught)} arms on {len(questions)} questions of "
+        f"{outcomes.dataset}; state written to {args.out}\n"
+        f"load it with: Router(arms=recorded_arm_space({str(args.data_dir)!r}{options}), "
+        f"state_path={str(args.out)!r})"
+    )
+    return 0
