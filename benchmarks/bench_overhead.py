@@ -7,6 +7,8 @@ model the same question:
 - `openai SDK` and `litellm`: the raw clients, for reference (no LangChain);
 - `ChatOpenAI` (langchain-openai, the named baseline) and `ChatLiteLLM` (langchain-litellm);
 - `UniScale 1 arm`: UniScaleChat with one model and Single (the fixed cost of the machinery);
+- `Router 1 arm` and `UniScaleLLM 1 arm`: the same arm through the core directly and through the LlamaIndex
+  adapter (the latter when llama-index-core, the [llama-index] extra, is installed);
 - `UniScale 64 arms`: 64 models x Single on the server, with feedback after every answer (the aim's case).
 
 1. latency and client CPU: sequential requests in interleaved rounds (each round calls every contender once,
@@ -183,6 +185,30 @@ def _rotated(names: list[str], round_index: int) -> list[str]:
     return names[shift:] + names[:shift]
 
 
+def _other_front_ends(specs: list[Any]) -> tuple[dict[str, Call], list[Any], list[str]]:
+    """The core `Router` and (with the [llama-index] extra) `UniScaleLLM` on the same one arm."""
+    from uniscale_lc import Router
+
+    router = Router(models=specs)
+    messages = [{"role": "user", "content": PROMPT}]
+    calls: dict[str, Call] = {"Router 1 arm": lambda: router.acomplete(messages)}
+    closables: list[Any] = [router]
+    try:
+        from llama_index.core.llms import ChatMessage
+
+        from uniscale_lc.llama_index import UniScaleLLM
+    except ImportError:
+        return (
+            calls,
+            closables,
+            ["UniScaleLLM: llama-index-core not installed (pip install '.[llama-index]')"],
+        )
+    llm = UniScaleLLM(models=specs)
+    li_messages = [ChatMessage(role="user", content=PROMPT)]
+    calls["UniScaleLLM 1 arm"] = lambda: llm.achat(li_messages)
+    return calls, [*closables, llm], []
+
+
 def _optional_baselines(api_base: str) -> tuple[dict[str, Call], list[str]]:
     """ChatOpenAI and ChatLiteLLM when installed (the bench venv), and notes on the ones missing."""
     import importlib
@@ -262,8 +288,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             return message
 
         baselines, notes = _optional_baselines(api_base)
+        front_ends, front_end_closables, front_end_notes = _other_front_ends([spec("fast")])
+        notes += front_end_notes
         calls: dict[str, Call] = {"openai SDK": raw_openai, "litellm": raw_litellm, **baselines}
         calls["UniScale 1 arm"] = uniscale_one
+        calls.update(front_ends)
         calls[AIM_CONTENDER] = uniscale_many
         names = list(calls)
         figures = {name: Figures([], [], [], []) for name in names}
@@ -311,7 +340,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "uniscale_best_of_8_ms": statistics.median(best8_s) * 1e3,
             "requests_each": args.scaling_requests,
         }
-        for closable in (uni_one, uni_many, uni_slow_single, uni_slow_best8):
+        for closable in (uni_one, uni_many, uni_slow_single, uni_slow_best8, *front_end_closables):
             closable.close()
     return results
 

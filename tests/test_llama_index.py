@@ -30,7 +30,7 @@ from uniscale_lc.client import ModelClient  # noqa: E402
 from uniscale_lc.errors import ConfigError, FeedbackError  # noqa: E402
 from uniscale_lc.llama_index import UniScaleLLM  # noqa: E402
 from uniscale_lc.strategies.config import MajorityVote, Single  # noqa: E402
-from uniscale_lc.testing.openai_server import OpenAIServer, SimulatedModel  # noqa: E402
+from uniscale_lc.testing.openai_server import OpenAIServer, SimulatedModel, echo_answer  # noqa: E402
 
 pytest_plugins = ("fixtures_server",)
 pytestmark = pytest.mark.timeout(120)
@@ -314,6 +314,37 @@ def test_simple_chat_engine_runs_on_uniscale(
     assert _feedback_count(llm) == 2
 
 
+def test_a_query_engine_answer_is_scored_through_a_scoped_request_id(
+    server: OpenAIServer, make_server: MakeServer, model_client: ModelClient
+) -> None:
+    from llama_index.core import Document, VectorStoreIndex
+    from llama_index.core.embeddings import MockEmbedding
+
+    echo = make_server([SimulatedModel("echo", echo_answer)])
+    llm = UniScaleLLM(models=[spec_for(echo, "echo")], client=model_client)
+    try:
+        documents = [Document(text="The vault code is 4711."), Document(text="Cats sleep a lot.")]
+        index = VectorStoreIndex.from_documents(documents, embed_model=MockEmbedding(embed_dim=8))
+        engine = index.as_query_engine(llm=llm, similarity_top_k=2)
+        with llm.scoped_request_id("ticket-9"):
+            answer = engine.query("What is the vault code?")
+        # The echo model repeats the prompt: the retrieved context reached the model through UniScaleLLM.
+        assert "The vault code is 4711." in str(answer) and "What is the vault code?" in str(answer)
+        sent = echo.last_request("echo")
+        assert sent is not None and sent["messages"][0]["role"] == "system"
+        result = llm.feedback("ticket-9", 1.0)
+        assert result.arm_id == "echo|single" and llm.stats()["pending"] == 0
+        outside = llm.complete("no scope here")
+        assert outside.raw["uniscale"]["request_id"] is None
+        with llm.scoped_request_id("ticket-10"):
+            pinned = llm.complete("q", request_id="mine")
+        assert pinned.raw["uniscale"]["request_id"] == "mine"
+        with pytest.raises(ConfigError, match=r"scoped_request_id\.request_id"), llm.scoped_request_id(""):
+            pass
+    finally:
+        llm.close()
+
+
 def test_predict_and_call_runs_the_tool(server: OpenAIServer, model_client: ModelClient) -> None:
     llm = _tool_llm(server, model_client)
     try:
@@ -386,7 +417,10 @@ def test_the_example_runs_offline() -> None:
         env=env,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "20 simulated requests scored by feedback_fn: accuracy" in done.stdout and "chat engine:" in done.stdout
+    assert (
+        "20 simulated requests scored by feedback_fn: accuracy" in done.stdout
+        and "chat engine:" in done.stdout
+    )
 
 
 # llama-index-workflows reads pydantic's deprecated instance attributes (inspect.getmembers on the agent).
@@ -434,6 +468,7 @@ def test_bad_input_is_refused_before_any_model_call(
         ),
         (lambda: llm.chat([ChatMessage(role="user", content="q")], model="zzz"), "model: got 'zzz'"),
         (lambda: llm.stream_chat([ChatMessage(role="user", content="q")], model="zzz"), "model: got 'zzz'"),
+        (lambda: llm.stream_chat([ChatMessage(role="user", content="q")], seed=float("nan")), "seed"),
         (lambda: llm.chat_with_tools([tool], user_msg="q"), "tools: no candidate arm can take tools"),
         (lambda: llm.complete(123), r"complete\.prompt: got int"),
         (
@@ -469,8 +504,13 @@ def test_construction_errors_name_the_field(server: OpenAIServer, model_client: 
         UniScaleLLM(router=router, colour="red")
     with pytest.raises(ConfigError, match=r"pass a uniscale_lc\.Router"):
         UniScaleLLM(router="router")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=r"UniScaleLLM\.api_key: keys are never held"):
+    # A key goes in api_key (a SecretStr, the default of every ModelSpec without one) or a ModelSpec's
+    # api_key_env; with a router given it belongs to that router, and the error never echoes it.
+    with pytest.raises(ConfigError, match=r"UniScaleLLM\.router: give router") as keyed:
         UniScaleLLM(router=router, api_key="sk-secret")
+    assert "sk-secret" not in str(keyed.value)
+    with pytest.raises(ConfigError, match=r"UniScaleLLM\.openai_api_key: not a field; pass the key as api_key"):
+        UniScaleLLM(models=[spec_for(server, "a")], openai_api_key="sk-secret")
     with pytest.raises(ConfigError, match=r"UniScaleLLM\.models: got no models"):
         UniScaleLLM(models=[])
     with pytest.raises(ConfigError, match=r"UniScaleLLM\.cost_weight"):
@@ -520,6 +560,30 @@ def test_fit_warm_starts_the_shared_router(make_llm: Callable[..., UniScaleLLM])
 
 
 # ----------------------------------------------------------------------------- the extra stays optional
+
+
+def test_importing_the_adapter_and_llama_index_tokenizer_downloads_nothing() -> None:
+    """In a fresh interpreter with every socket connection refused: imports, chat engine, tokenizer."""
+    script = (
+        "import socket\n"
+        "def refuse(self, address):\n"
+        "    raise OSError(f'network refused: {address!r}')\n"
+        "socket.socket.connect = refuse\n"
+        "from uniscale_lc.llama_index import UniScaleLLM\n"
+        "from llama_index.core.chat_engine import SimpleChatEngine\n"
+        "from llama_index.core.memory import Memory\n"
+        "from llama_index.core.utils import get_tokenizer\n"
+        "assert len(get_tokenizer()('hello world')) == 2\n"
+        "Memory.from_defaults(token_limit=1000)\n"
+        "print('offline ok')\n"
+    )
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    env.pop("TIKTOKEN_CACHE_DIR", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "offline ok" in done.stdout
 
 
 def test_the_library_imports_without_the_extra() -> None:

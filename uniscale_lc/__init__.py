@@ -30,6 +30,7 @@ from .model_spec import ModelSpec
 from .policy import Decision, EpsilonGreedy, FixedArm, LinUCB, Policy, UniformRandom
 from .store import load_state, save_state
 from .strategies import BestOfN, JudgeScorer, MajorityVote, Reflection, Single
+from .warm_start import LabelledOutcome
 
 if TYPE_CHECKING:
     from .chat_model import UniScaleChat
@@ -94,6 +95,7 @@ __all__ = [
     "FixedArm",
     "HashingFeaturizer",
     "JudgeScorer",
+    "LabelledOutcome",
     "LinUCB",
     "LoadSignals",
     "MajorityVote",

@@ -65,6 +65,9 @@ class PendingDecision:
     request_id: str | None = None
     created_at: float = dataclasses.field(default_factory=time.time)
     parent_run_id: str | None = None
+    # Arms the answer's samples imply would have given the same answer (side_observations.py): the
+    # score of this answer teaches them too.
+    implied_arms: tuple[str, ...] = ()
 
     @property
     def group_keys(self) -> list[str]:
@@ -80,6 +83,23 @@ class PendingDecision:
     def decision_id(self) -> str:
         return self.decision.decision_id
 
+    def updates(self, quality: float) -> list[tuple[Decision, float]]:
+        """Every (decision, reward) this score teaches: the answering arm first, then its side observations."""
+        own = [(self.decision, quality)]
+        return own + [
+            (
+                Decision(
+                    arm_id=arm_id,
+                    context=self.decision.context,
+                    policy=self.decision.policy,
+                    decision_id=f"{self.decision_id}:{arm_id}",
+                    created_at=self.decision.created_at,
+                ),
+                quality,
+            )
+            for arm_id in self.implied_arms
+        ]
+
     @property
     def arm_id(self) -> str:
         return self.decision.arm_id
@@ -94,6 +114,7 @@ class PendingDecision:
             "request_id": self.request_id,
             "created_at": self.created_at,
             "parent_run_id": self.parent_run_id,
+            "implied_arms": list(self.implied_arms),
         }
 
     @classmethod
@@ -107,7 +128,14 @@ class PendingDecision:
             request_id=None if data.get("request_id") is None else str(data["request_id"]),
             created_at=float(data.get("created_at", 0.0)),
             parent_run_id=None if data.get("parent_run_id") is None else str(data["parent_run_id"]),
+            implied_arms=_arm_ids(data.get("implied_arms", ())),
         )
+
+
+def _arm_ids(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+        raise ValueError("implied_arms: expected a list of arm ids")
+    return tuple(value)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -77,6 +77,14 @@ class RouterConfig(BaseModel):
             "own types (Router: OpenAI message dicts and a Completion; UniScaleChat: BaseMessages and an AIMessage)"
         ),
     )
+    side_observations: bool = Field(
+        default=False,
+        description=(
+            "a vote's score also teaches the smaller votes (and Single) of its model whose answer its "
+            "samples show was the same (docs/policy.md, 'Side observations'; off by default: it did not pay in "
+            "the replay)"
+        ),
+    )
     max_fallbacks: int = Field(default=2, description="other arms tried after a failed one")
     breaker: BreakerConfig | None = Field(
         default_factory=BreakerConfig,

@@ -27,6 +27,7 @@ from ..errors import AllArmsFailedError, ConfigError, FeedbackError, ModelCallEr
 from ..feedback import FeedbackResult, FeedbackStore, PendingDecision, validate_score
 from ..model_spec import ModelSpec
 from ..policy import Decision
+from ..side_observations import SampleArm, implied_arms, same_answer_arms
 from ..strategies.config import Single
 from ..strategies.execute import CallOptions, StrategyResult, add_usage, run_strategy, stream_single
 from .config import (
@@ -125,6 +126,8 @@ class RoutingEngine:
         self.config = config
         self.label = label
         self._build_parts()
+        # The state lock: every change that spans parts (stats, pending decisions, policy, cost model) holds it,
+        # and so does taking a snapshot for saving, so a saved file is one consistent cut of all of them.
         self._lock = threading.RLock()
         # Held from taking a pending decision to recording it as scored, so that a duplicate arriving in that
         # window (a retry from another thread) sees the first result instead of "no pending decision".
@@ -259,9 +262,10 @@ class RoutingEngine:
                     )
             except ModelCallError as error:
                 if sent:  # tokens already reached the caller: no clean fallback
-                    self._learn_zero(decision)
+                    with self._lock:
+                        self._learn_zero(decision)
+                        self._stats.arm_failed(arm.id, request_failed=True)
                     self._record_breaker_failure(arm)
-                    self._stats.arm_failed(arm.id, request_failed=True)
                     raise
                 remaining = self._learn_failure(request, decision, arm, error, failures)
                 continue
@@ -424,15 +428,18 @@ class RoutingEngine:
             logger.info("uniscale: arm %s rejected the request (%s); not counted as a failure", arm.id, error)
             raise error
         logger.warning("uniscale: arm %s failed (%s); falling back", arm.id, error)
-        self._learn_zero(decision)
-        self._record_breaker_failure(arm)
-        self._stats.arm_failed(arm.id)
-        self._autosave()
         failures.append((arm.id, error))
         tried = {arm_id for arm_id, _ in failures}
         remaining = [arm_id for arm_id in request.candidates if arm_id not in tried]
-        if not remaining or len(failures) > self.config.max_fallbacks:
-            self._stats.request_failed()
+        give_up = not remaining or len(failures) > self.config.max_fallbacks
+        with self._lock:
+            self._learn_zero(decision)
+            self._stats.arm_failed(arm.id)
+            if give_up:
+                self._stats.request_failed()
+        self._record_breaker_failure(arm)
+        self._autosave()
+        if give_up:
             raise AllArmsFailedError(
                 f"all {len(failures)} arms tried failed ({', '.join(a for a, _ in failures)}); last error: {error}",
                 errors=list(failures),
@@ -480,6 +487,12 @@ class RoutingEngine:
         """Learn the cost, pace the budget, count the pull, and keep the decision for feedback."""
         if self._breakers is not None:
             self._breakers.record_success(outcome.arm.model.display_name)
+        with self._lock:  # one cut: the cost learnt, the pull counted and the decision kept, or none of them
+            return self._record_locked(request, outcome, run_id, parent_run_id)
+
+    def _record_locked(
+        self, request: PreparedRequest, outcome: Outcome, run_id: str | None, parent_run_id: str | None
+    ) -> PendingDecision:
         usage = outcome.result.usage
         cost = float(usage["cost_usd"])
         if self._shared is None:  # shared: every replica's cost model and pacer learn it from the log
@@ -503,9 +516,26 @@ class RoutingEngine:
             run_id=run_id,
             request_id=request.request_id,
             parent_run_id=parent_run_id,
+            implied_arms=self._implied_arms(outcome, request),
         )
         self._keep_pending(pending, usage, request.prompt_tokens)
         return pending
+
+    def _implied_arms(self, outcome: Outcome, request: PreparedRequest) -> tuple[str, ...]:
+        """Candidate arms of the same model that the answer's samples say would have answered the same."""
+        details = outcome.result.details
+        answers = details.get("sample_answers")
+        if not self.config.side_observations or not answers or len(request.candidates) < 2:
+            return ()
+        space = self._arm_space
+        sample_arms = [
+            SampleArm(arm.id, arm.model.display_name, arm.strategy)
+            for arm_id in request.candidates
+            if (arm := space.get(arm_id)) is not None
+        ]
+        pulled = SampleArm(outcome.arm.id, outcome.arm.model.display_name, outcome.arm.strategy)
+        implied = implied_arms(pulled, sample_arms, answers, str(details.get("extractor", "")))
+        return same_answer_arms(details.get("answer"), implied)
 
     def _learn_zero(self, decision: Decision) -> None:
         """A failed arm teaches quality 0 (through the shared log when there is one)."""
@@ -560,33 +590,44 @@ class RoutingEngine:
         key = _decision_key(key)
         quality = validate_score(score)
         if self._shared is not None:
-            result = self._shared.apply_feedback(
+            shared = self._shared.apply_feedback(
                 key,
                 quality,
                 lambda taken, q: reward_from(q, taken.cost_usd, taken.reference_cost_usd, taken.cost_weight),
             )
-            if not result.duplicate:
-                self._stats.scored(result.arm_id, result.quality, result.reward)
-            return result
-        with self._feedback_lock:
+            if not shared.duplicate:
+                self._stats.scored(shared.arm_id, shared.quality, shared.reward)
+            return shared
+        with self._feedback_lock, self._lock:
             taken = self._feedback.take_all(key)
             if isinstance(taken, FeedbackResult):
                 return dataclasses.replace(taken, duplicate=True)
-            results: list[FeedbackResult] = []
+            result: FeedbackResult | None = None
             for index, one in enumerate(taken):
                 reward = reward_from(quality, one.cost_usd, one.reference_cost_usd, one.cost_weight)
+                own, *side = one.updates(quality)
                 try:
-                    self._policy.update(one.decision, quality)
+                    self._policy.update(*own)
                 except Exception:
                     for left in taken[index:]:
                         self._feedback.restore(left)
                     raise
+                self._learn_side_observations(side)
                 result = FeedbackResult(one.decision_id, one.arm_id, quality, reward, decisions=len(taken))
                 self._feedback.mark_done(one, result)
-                results.append(result)
-        for result in results:
-            self._stats.scored(result.arm_id, quality, result.reward)
-        return results[-1]
+                self._stats.scored(one.arm_id, quality, reward)
+        assert result is not None  # take_all returns at least one decision or raises
+        return result
+
+    def _learn_side_observations(self, updates: Sequence[tuple[Decision, float]]) -> None:
+        """Teach the implied arms; an arm that has left the policy since is skipped, never fatal."""
+        for decision, quality in updates:
+            try:
+                self._policy.update(decision, quality)
+            except ConfigError as error:
+                logger.info("uniscale: side observation for %s skipped (%s)", decision.arm_id, error)
+                continue
+            self._stats.side_observed()
 
     def _autosave(self) -> None:
         if self._autosaver is not None:

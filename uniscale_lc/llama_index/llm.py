@@ -8,7 +8,9 @@ conventions (chat-first, `complete` through `chat`, `ToolCallBlock`s, token coun
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -38,6 +40,7 @@ from llama_index.core.llms.llm import ToolSelection
 
 from ..core.config import RouterConfig, refuse_secrets
 from ..core.engine import iterate_sync, run_sync
+from ..core.request_check import check_request
 from ..core.results import Completion, RequestOptions
 from ..core.tool_choice import openai_tool_choice
 from ..errors import ConfigError, FeedbackError
@@ -54,6 +57,11 @@ _OWN_KWARGS = frozenset(
     {"tools", "tool_choice", "model", "request_id", REQUEST_ID_METADATA_KEY, "temperature", "max_tokens",
      "stop", "slo_tpot_ms"}
 )  # fmt: skip
+
+# Request ids set by `UniScaleLLM.scoped_request_id`, per router (copies of an LLM share theirs).
+_SCOPED_REQUEST_IDS: contextvars.ContextVar[tuple[tuple[int, str], ...]] = contextvars.ContextVar(
+    "uniscale_scoped_request_ids", default=()
+)
 
 
 class UniScaleLLM(FunctionCallingLLM):
@@ -200,7 +208,12 @@ class UniScaleLLM(FunctionCallingLLM):
         """Validate and convert one call; a caller's mistake raises before any arm is called."""
         plain = openai_messages(messages, _LABEL)
         options, request_id = _request_options(kwargs)
-        self.core.candidates(bool(options.tools), options.model)  # unknown model / tools no arm takes
+        if request_id is None:
+            request_id = dict(_SCOPED_REQUEST_IDS.get()).get(id(self.core))
+        # Here too (the router checks again), so that a stream is refused when it is asked for, not at its
+        # first chunk: options that are not JSON, an unknown model, tools that no arm takes.
+        check_request(plain, options)
+        self.core.candidates(bool(options.tools), options.model)
         return plain, options, request_id
 
     def _score_hook(self, messages: Sequence[ChatMessage]) -> Callable[[Completion], Any] | None:
@@ -293,6 +306,25 @@ class UniScaleLLM(FunctionCallingLLM):
         return tool_selections(response, error_on_no_tool_call)
 
     # ------------------------------------------------------------------ feedback and the core's faces
+
+    @contextlib.contextmanager
+    def scoped_request_id(self, request_id: str) -> Iterator[None]:
+        """Tag every call of this LLM (and its copies) in the block with `request_id`, for code that never
+        sees the response: a query engine's `Response` or an agent's output carry no decision id.
+
+        `feedback(request_id, score)` then scores the last decision made in the block (for a query engine
+        or an agent, the final answer). Works across threads and tasks started inside the block as
+        `contextvars` do; a `request_id=` passed to a call wins.
+        """
+        if not isinstance(request_id, str) or not request_id:
+            raise ConfigError(
+                f"{_LABEL}.scoped_request_id.request_id: got {request_id!r}; pass a non-empty string"
+            )
+        token = _SCOPED_REQUEST_IDS.set((*_SCOPED_REQUEST_IDS.get(), (id(self.core), request_id)))
+        try:
+            yield
+        finally:
+            _SCOPED_REQUEST_IDS.reset(token)
 
     def feedback(self, key: Any, score: Any) -> FeedbackResult:
         """Score a past answer: `score` is its quality in [0, 1]; the policy learns it.

@@ -10,6 +10,7 @@ only on the held-out questions; `best_fixed_arm_heldout` (report.py) is the fixe
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -116,17 +117,21 @@ def heldout_environment(env: ReplayEnvironment) -> ReplayEnvironment:
     )
 
 
-# Fitted states per (environment, seed, arm columns): the fit does not depend on the cost weight, so a
-# worker fits once per seed and every weight starts from a copy (the same numbers as refitting).
-_FITTED: dict[tuple[int, int, tuple[int, ...]], tuple[dict[str, Any], dict[str, Any]]] = {}
+# Fitted states per environment, then (seed, arm columns): the fit does not depend on the cost weight, so
+# a worker fits once per seed and every weight starts from a copy (the same numbers as refitting). Weak
+# keys: an environment's fits go with it (an id could be reused by the next environment).
+_FITTED: weakref.WeakKeyDictionary[ReplayEnvironment, dict[Any, tuple[dict[str, Any], dict[str, Any]]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _fitter(env: ReplayEnvironment, seed: int, labelled: np.ndarray):
     columns = env.learner_columns("uniscale_warm")
-    key = (id(env), seed, columns)
+    fits = _FITTED.setdefault(env, {})
+    key = (seed, columns)
 
     def prepare(policy: Policy, cost_model: CostModel) -> None:
-        cached = _FITTED.get(key)
+        cached = fits.get(key)
         if cached is not None:
             policy.load_state_dict(cached[0])
             cost_model.load_state_dict(cached[1])
@@ -138,9 +143,7 @@ def _fitter(env: ReplayEnvironment, seed: int, labelled: np.ndarray):
             lambda prompt: env.features[row_of[prompt]],
             outcome_records(env.outcomes, labelled, columns),
         )
-        if len(_FITTED) >= 16:
-            _FITTED.clear()
-        _FITTED[key] = (policy.state_dict(), cost_model.state_dict())
+        fits[key] = (policy.state_dict(), cost_model.state_dict())
 
     return prepare
 
