@@ -36,7 +36,7 @@ from weakref import WeakKeyDictionary
 from .errors import ConfigError, ModelCallError, ModelTimeoutError, RateLimitedError, field_error
 from .model_spec import ModelSpec
 from .prices import lookup_usd_per_mtok
-from .redact import redact
+from .redact import install_log_redaction, redact, remember_secret
 from .transport_openai import (
     MalformedStreamError,
     OpenAITransport,
@@ -686,6 +686,7 @@ class ModelClient:
             )
         self.max_response_bytes = max_response_bytes
         self.transport = transport
+        install_log_redaction()
         self._openai = OpenAITransport()
         self.retry = retry or RetryPolicy()
         self._rng = random.Random(seed)
@@ -755,6 +756,7 @@ class ModelClient:
     def _api_key(spec: ModelSpec, target: _Target) -> str | None:
         key = spec.api_key()
         if key:
+            remember_secret(key)  # so an echo of it is scrubbed from every log line too, ours or a library's
             return key
         if target.loopback:
             return DUMMY_LOCAL_KEY
