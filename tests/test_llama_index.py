@@ -345,6 +345,24 @@ def test_a_query_engine_answer_is_scored_through_a_scoped_request_id(
         llm.close()
 
 
+async def test_a_scoped_request_id_reaches_async_calls_and_tasks(
+    make_llm: Callable[..., UniScaleLLM],
+) -> None:
+    llm, other = make_llm(), make_llm()
+    with llm.scoped_request_id("outer"):
+        direct = await llm.achat([ChatMessage(role="user", content="q")])
+        with llm.scoped_request_id("inner"):
+            task = asyncio.create_task(llm.acomplete("q"))
+        stream = await llm.astream_chat([ChatMessage(role="user", content="q")])
+        streamed = [response async for response in stream]
+        unscoped = await other.acomplete("q")  # another router: not in this scope
+    assert direct.raw["uniscale"]["request_id"] == "outer"
+    assert (await task).raw["uniscale"]["request_id"] == "inner"
+    assert streamed[-1].raw["uniscale"]["request_id"] == "outer"
+    assert unscoped.raw["uniscale"]["request_id"] is None
+    assert llm.feedback("inner", 1.0).decision_id == (await task).raw["decision_id"]
+
+
 def test_predict_and_call_runs_the_tool(server: OpenAIServer, model_client: ModelClient) -> None:
     llm = _tool_llm(server, model_client)
     try:
@@ -451,6 +469,53 @@ async def test_function_agent_loop_sends_tool_results_back(
         await llm.aclose()
 
 
+def test_messages_convert_as_llama_index_openai_does() -> None:
+    from llama_index.core.base.llms.types import ImageBlock, TextBlock, ThinkingBlock, ToolCallBlock
+
+    from uniscale_lc.llama_index.convert import openai_messages
+
+    legacy = {"id": "call_1", "type": "function", "function": {"name": "multiply", "arguments": '{"a": 1}'}}
+    plain = openai_messages(
+        [
+            ChatMessage(
+                role="user",
+                blocks=[
+                    TextBlock(text="what is in "),
+                    TextBlock(text="this?"),
+                    ImageBlock(url="https://x/cat.png"),
+                ],
+            ),
+            ChatMessage(
+                role="assistant",
+                blocks=[
+                    ThinkingBlock(content="hmm"),
+                    ToolCallBlock(tool_call_id="c2", tool_name="f", tool_kwargs={"a": 2}),
+                ],
+            ),
+            ChatMessage(role="tool", content="4", additional_kwargs={"tool_call_id": "c2"}),
+            ChatMessage(role="assistant", content="", additional_kwargs={"tool_calls": [legacy]}),
+            ChatMessage(role=MessageRole.CHATBOT, content="done"),
+        ],
+        "test",
+    )
+    assert plain[0] == {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "what is in "},
+            {"type": "text", "text": "this?"},
+            {"type": "image_url", "image_url": {"url": "https://x/cat.png"}},
+        ],
+    }
+    assert plain[1] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c2", "type": "function", "function": {"name": "f", "arguments": '{"a": 2}'}}],
+    }
+    assert plain[2] == {"role": "tool", "content": "4", "tool_call_id": "c2"}
+    assert plain[3] == {"role": "assistant", "content": None, "tool_calls": [legacy]}
+    assert plain[4] == {"role": "assistant", "content": "done"}
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -513,6 +578,10 @@ def test_construction_errors_name_the_field(server: OpenAIServer, model_client: 
         UniScaleLLM(models=[spec_for(server, "a")], openai_api_key="sk-secret")
     with pytest.raises(ConfigError, match=r"UniScaleLLM\.models: got no models"):
         UniScaleLLM(models=[])
+    with pytest.raises(ConfigError, match=r"UniScaleLLM\.feedback_fn: must be callable"):
+        UniScaleLLM(router=router, feedback_fn="score it")
+    with pytest.raises(ValueError, match="context_window"):  # pydantic names LlamaIndex-side fields
+        UniScaleLLM(router=router, context_window=0)
     with pytest.raises(ConfigError, match=r"UniScaleLLM\.cost_weight"):
         UniScaleLLM(models=[spec_for(server, "a")], cost_weight=-1.0)
     router.close()

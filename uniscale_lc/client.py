@@ -43,7 +43,7 @@ from .errors import (
 )
 from .model_spec import ModelSpec
 from .prices import lookup_usd_per_mtok
-from .redact import redact
+from .redact import install_log_redaction, redact, remember_secret
 from .transport_openai import (
     MalformedStreamError,
     OpenAITransport,
@@ -774,6 +774,7 @@ class ModelClient:
             )
         self.max_response_bytes = max_response_bytes
         self.transport = transport
+        install_log_redaction()
         self._openai = OpenAITransport()
         self.retry = retry or RetryPolicy()
         self._rng = random.Random(seed)
@@ -843,6 +844,7 @@ class ModelClient:
     def _api_key(spec: ModelSpec, target: _Target) -> str | None:
         key = spec.resolved_api_key()
         if key:
+            remember_secret(key)  # so an echo of it is scrubbed from every log line too, ours or a library's
             return key
         if target.loopback:
             return DUMMY_LOCAL_KEY

@@ -97,7 +97,10 @@ class UniScaleLLM(FunctionCallingLLM):
                 f"{_LABEL}: unknown field(s) {unknown}; use RouterConfig's fields (models, strategies, "
                 "cost_weight, ...), LlamaIndex's LLM fields (system_prompt, callback_manager, ...) or router="
             )
+        if fields.get("feedback_fn") is not None and not callable(fields["feedback_fn"]):
+            raise ConfigError(f"{_LABEL}.feedback_fn: must be callable as fn(messages, response) -> score")
         config_fields = {name: fields.pop(name) for name in list(fields) if name not in own}
+        built = router is None
         if router is None:
             router = Router(RouterConfig(**config_fields), label=_LABEL)
         elif config_fields:
@@ -107,9 +110,12 @@ class UniScaleLLM(FunctionCallingLLM):
             )
         elif not isinstance(router, Router):
             raise ConfigError(f"{_LABEL}.router: got {type(router).__name__}; pass a uniscale_lc.Router")
-        if fields.get("feedback_fn") is not None and not callable(fields["feedback_fn"]):
-            raise ConfigError(f"{_LABEL}.feedback_fn: must be callable as fn(messages, response) -> score")
-        super().__init__(router=router, **fields)
+        try:
+            super().__init__(router=router, **fields)
+        except Exception:
+            if built:
+                router.close()  # a router built here and refused with its LLM must not keep autosaving
+            raise
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> UniScaleLLM:
         # A copy is another face of the same learner: never clone the router (its locks, threads, state).
@@ -313,8 +319,8 @@ class UniScaleLLM(FunctionCallingLLM):
         sees the response: a query engine's `Response` or an agent's output carry no decision id.
 
         `feedback(request_id, score)` then scores the last decision made in the block (for a query engine
-        or an agent, the final answer). Works across threads and tasks started inside the block as
-        `contextvars` do; a `request_id=` passed to a call wins.
+        or an agent, the final answer). A contextvar: asyncio tasks and `asyncio.to_thread` inside the
+        block inherit it, plain threads do not; a `request_id=` passed to a call wins.
         """
         if not isinstance(request_id, str) or not request_id:
             raise ConfigError(
