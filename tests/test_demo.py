@@ -7,6 +7,7 @@ import os
 import random
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -227,3 +228,30 @@ def test_demo_subcommand_registers_on_a_parser() -> None:
     add_subparser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["demo", "--requests", "50", "--seed", "2", "--plot", "x.png"])
     assert (args.requests, args.seed, args.plot, args.func) == (50, 2, "x.png", run)
+
+
+def _result(name: str, correct_first: list[bool], correct_last: list[bool], cost_last: float) -> Any:
+    from uniscale_lc.demo.run import Outcome, PolicyResult
+
+    first = [Outcome(i, 1, name, c, 0.5) for i, c in enumerate(correct_first)]
+    last = [Outcome(100 + i, 1, name, c, cost_last) for i, c in enumerate(correct_last)]
+    return PolicyResult(name, tuple(first + last))
+
+
+def test_the_console_compares_the_last_half_like_with_like() -> None:
+    """Last-half accuracy and cost of every policy, the best fixed arm by reward, and arms that dominate."""
+    uni = _result("UniScale (LinUCB)", [False] * 10, [True] * 9 + [False], 0.002)
+    cheap = _result("small|single", [True] * 10, [True] * 6 + [False] * 4, 0.001)
+    good = _result("large|single", [True] * 10, [True] * 10, 0.0015)  # dominates UniScale in the last half
+    dear = _result("large|vote", [True] * 10, [True] * 10, 0.01)
+    report = DemoReport(requests=20, seed=0, uniscale=uni, fixed_arms=[cheap, good, dear], wall_s=1.0)
+    assert report.best_fixed_arm_last_half.name == "large|single"
+    assert [r.name for r in report.dominating_arms()] == ["large|single"]
+    assert not report.within_a_point_of_best_fixed()
+    summary = report.summary()
+    assert "90.0 % at 2.0000" in summary and "large|single" in summary.split("both accuracy and cost")[1]
+    assert "last half: accuracy" in report.table()
+    # Matching the best arm's accuracy for less cost meets the aim.
+    uni_good = _result("UniScale (LinUCB)", [False] * 10, [True] * 10, 0.0014)
+    report = DemoReport(requests=20, seed=0, uniscale=uni_good, fixed_arms=[cheap, good, dear], wall_s=1.0)
+    assert report.within_a_point_of_best_fixed() and report.dominating_arms() == []

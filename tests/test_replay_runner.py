@@ -114,12 +114,59 @@ def test_policy_sees_only_the_chosen_arms_quality(toy_env: ReplayEnvironment, mo
 
     monkeypatch.setattr(runner_module, "make_policy", lambda *a: Spy(original(*a)))
     order = question_order(N_QUESTIONS, 3)
-    trace = run_learner(toy_env, "uniscale", 3, 0.2, order, ReplayConfig())
+    trace = run_learner(toy_env, "uniscale", 3, 0.2, order, ReplayConfig(side_observations=False))
     assert len(seen) == N_QUESTIONS
     for step, (arm_id, value) in enumerate(seen):
         column = toy_env.outcomes.arm_index(arm_id)
         assert trace.arm[step] == column
         assert value == toy_env.outcomes.quality[order[step], column]
+
+
+def test_side_observations_teach_exactly_the_implied_same_answer_arms(
+    toy_env: ReplayEnvironment, monkeypatch
+) -> None:
+    """After each pull, the extra updates are the same model's arms its samples determine and agree with."""
+    seen: list[list[tuple[str, float]]] = []
+    original = runner_module.make_policy
+
+    class Spy:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def bind(self, space, dim):
+            self.inner.bind(space, dim)
+
+        def select(self, x, arms=None, penalty=None):
+            seen.append([])
+            return self.inner.select(x, arms, penalty)
+
+        def update(self, decision, reward):
+            seen[-1].append((decision.arm_id, reward))
+            self.inner.update(decision, reward)
+
+    monkeypatch.setattr(runner_module, "make_policy", lambda *a: Spy(original(*a)))
+    outcomes = toy_env.outcomes
+    order = question_order(N_QUESTIONS, 5)
+    trace = run_learner(toy_env, "random", 5, 0.0, order, ReplayConfig(side_observations=True))  # every kind
+    side_total = 0
+    for step, updates in enumerate(seen):
+        question, column = order[step], int(trace.arm[step])
+        (own_id, own_value), *side = updates
+        assert own_id == outcomes.arm_ids[column]
+        expected = {
+            outcomes.arm_ids[other]
+            for other in range(len(outcomes.arms))
+            if other != column
+            and outcomes.arms[other].generator == outcomes.arms[column].generator
+            and outcomes.calls[question, other] <= outcomes.calls[question, column]
+            and outcomes.answers[question, other] == outcomes.answers[question, column]
+        }
+        assert {arm_id for arm_id, _ in side} == expected
+        for arm_id, value in side:
+            assert value == own_value == outcomes.quality[question, outcomes.arm_index(arm_id)]
+        side_total += len(side)
+    # small:cot's vote of 3 implies its Single (sample 0) and, where it stopped early, the early vote.
+    assert side_total > 0
 
 
 def test_replay_is_deterministic_under_a_seed(toy_env: ReplayEnvironment) -> None:

@@ -133,7 +133,9 @@ def test_disjoint_warm_start_equals_closed_form_ridge_per_arm() -> None:
         rows = [r for r in records if r.arm_id == arm]
         x_aug = np.array([[1.0, *table[r.prompt]] for r in rows])
         y = np.array([r.quality for r in rows])
-        weights = np.linalg.solve(x_aug.T @ x_aug + 2.0 * np.eye(4), x_aug.T @ y)
+        # The prior: ridge on the arm's mean, context_ridge (10 x ridge by default) on prompt weights.
+        prior = np.diag([2.0, 20.0, 20.0, 20.0])
+        weights = np.linalg.solve(x_aug.T @ x_aug + prior, x_aug.T @ y)
         assert mean[ids.index(arm)] == pytest.approx(float(np.array([1.0, *probe]) @ weights), abs=1e-6)
 
 
@@ -147,7 +149,11 @@ def test_shared_warm_start_equals_closed_form_ridge_on_joint_features() -> None:
 
     design = np.array([joint(table[r.prompt], r.arm_id) for r in records])
     y = np.array([r.quality for r in records])
-    weights = np.linalg.solve(design.T @ design + np.eye(design.shape[1]), design.T @ y)
+    # The prior: ridge (1) on the bias x arm-feature block, context_ridge (10) on prompt x arm features.
+    n_arm_features = len(next(iter(arm_features.values())))
+    prior = np.full(design.shape[1], 10.0)
+    prior[:n_arm_features] = 1.0
+    weights = np.linalg.solve(design.T @ design + np.diag(prior), design.T @ y)
     probe = rng.normal(size=3)
     ids, mean, _, _ = policy.score(probe)
     for arm in ids:

@@ -59,11 +59,17 @@ class Autosaver:
         try:
             save()
             self.saves += 1
-        except Exception:
+        except Exception as exc:
             self.failures += 1
             with self._lock:
                 self._dirty = True  # try again at the next event or flush
-            logger.exception("uniscale: autosave failed; the state stays dirty and will be saved again")
+            # One line per failure (a full disk fails every save; a traceback each time floods the log).
+            logger.warning(
+                "uniscale: autosave failed (%s: %s); the state stays dirty and will be saved again",
+                type(exc).__name__,
+                exc,
+            )
+            logger.debug("uniscale: autosave failure", exc_info=True)
 
     def close(self) -> None:
         """Save what is pending and stop the background thread."""

@@ -99,11 +99,25 @@ class Router(RoutingEngine):
         max_tokens: int | None = None,
         stop: list[str] | None = None,
         slo_tpot_ms: float | None = None,
+        cost_weight: float | None = None,
+        budget_usd_per_request: float | None = None,
         **provider_options: Any,
     ) -> Completion:
-        """Answer `messages` (OpenAI chat format) with the arm the policy picks; see docs/router.md."""
+        """Answer `messages` (OpenAI chat format) with the arm the policy picks; see docs/router.md.
+
+        `cost_weight` and `budget_usd_per_request` route this request only (never sent to a provider);
+        other unknown keyword arguments go to the provider as they are."""
         options = RequestOptions(
-            tools, tool_choice, model, temperature, max_tokens, stop, slo_tpot_ms, provider_options or None
+            tools,
+            tool_choice,
+            model,
+            temperature,
+            max_tokens,
+            stop,
+            slo_tpot_ms,
+            provider_options or None,
+            cost_weight,
+            budget_usd_per_request,
         )
         return await self.arun(as_messages(messages), options, run_id=run_id, request_id=request_id)
 
@@ -124,11 +138,22 @@ class Router(RoutingEngine):
         max_tokens: int | None = None,
         stop: list[str] | None = None,
         slo_tpot_ms: float | None = None,
+        cost_weight: float | None = None,
+        budget_usd_per_request: float | None = None,
         **provider_options: Any,
     ) -> AsyncIterator[CompletionChunk]:
         """Token chunks for Single arms (one chunk for other strategies); the last carries the Completion."""
         options = RequestOptions(
-            tools, tool_choice, model, temperature, max_tokens, stop, slo_tpot_ms, provider_options or None
+            tools,
+            tool_choice,
+            model,
+            temperature,
+            max_tokens,
+            stop,
+            slo_tpot_ms,
+            provider_options or None,
+            cost_weight,
+            budget_usd_per_request,
         )
         stream = self.arun_stream(as_messages(messages), options, run_id=run_id, request_id=request_id)
         async for chunk in stream:
@@ -167,8 +192,9 @@ class Router(RoutingEngine):
             cost_weight=request.cost_weight,
             request_id=request_id,
         )
-        self._keep_pending(pending)
-        self._stats.routed()
+        with self._lock:
+            self._keep_pending(pending)
+            self._stats.routed()
         self._autosave()
         record = decision_record(request, Outcome(arm, decision, result, []), pending.decision_id, None)
         return RouteResult(
@@ -244,6 +270,7 @@ class Router(RoutingEngine):
             "requests": summary["requests"],
             "failed_requests": summary["failed_requests"],
             "routes": summary["routes"],
+            "side_observations": summary["side_observations"],
             "warm_start_records": summary["warm_start_records"],
             "pending": len(self._feedback),
             "total_cost_usd": summary["total_cost_usd"],
@@ -273,9 +300,12 @@ class Router(RoutingEngine):
     # ------------------------------------------------------------------ persistence
 
     def _state_tree(self) -> dict[str, Any]:
+        """One consistent cut: every change spanning parts holds the same lock (see RoutingEngine)."""
         with self._lock:
             pacer = self._pacer.state_dict() if self._pacer is not None else None
-        return state_tree(self._policy, self._cost_model, self._feedback, pacer, self._stats, self._arm_space)
+            return state_tree(
+                self._policy, self._cost_model, self._feedback, pacer, self._stats, self._arm_space
+            )
 
     def close(self) -> None:
         """Save what autosave has pending and stop its thread (also done at interpreter exit); write what
@@ -330,5 +360,6 @@ class Router(RoutingEngine):
 
 
 def _local_updates(summary: Mapping[str, Any]) -> int:
-    """Reward updates a router's own policy received: one per feedback and one per failed arm."""
-    return sum(int(arm["feedback"]) + int(arm["failures"]) for arm in summary["arms"].values())
+    """Reward updates a router's own policy received: one per feedback, failed arm and side observation."""
+    arms = summary["arms"].values()
+    return sum(int(arm["feedback"]) + int(arm["failures"]) for arm in arms) + int(summary["side_observations"])

@@ -9,6 +9,7 @@ file raises `StateError` without touching the good file it would have replaced.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import math
@@ -143,6 +144,18 @@ def save_state(path: str | os.PathLike[str], tree: Mapping[str, Any]) -> Path:
         raise StateError(
             f"state is {len(payload)} bytes, over the {MAX_STATE_BYTES}-byte limit; prune removed arms"
         )
+    try:
+        _write_atomically(target, payload)
+    except OSError as exc:  # a full disk, a read-only folder, a vanished mount: the old file is intact
+        code = errno.errorcode.get(exc.errno or 0, "")
+        raise StateError(
+            f"saving state to {target} failed: {exc.strerror or exc}{f' ({code})' if code else ''}; the "
+            "previous file is unchanged. Free space or fix the folder's permissions"
+        ) from None
+    return target
+
+
+def _write_atomically(target: Path, payload: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with state_lock(target):
         _remove_orphaned_temporaries(target)
@@ -163,7 +176,6 @@ def save_state(path: str | os.PathLike[str], tree: Mapping[str, Any]) -> Path:
                 os.fsync(folder)
             finally:
                 os.close(folder)
-    return target
 
 
 def _read_capped(source: Path, limit: int, fix: str) -> bytes:

@@ -21,6 +21,7 @@ class RouterStats:
         self.requests = 0
         self.failed_requests = 0
         self.routes = 0
+        self.side_observations = 0  # implied-arm updates (side_observations.py) beyond the scored arms
         self.warm_start_records = 0  # labelled outcomes taught by `fit` (not requests: no pulls, no cost)
         self.arms: dict[str, dict[str, Any]] = {}
 
@@ -59,6 +60,10 @@ class RouterStats:
             arm["quality_sum"] += quality
             arm["reward_sum"] += reward
 
+    def side_observed(self, count: int = 1) -> None:
+        with self._lock:
+            self.side_observations += count
+
     def summary(self) -> dict[str, Any]:
         """Per-arm pulls, failures, feedback count, mean quality, mean reward and total cost."""
         with self._lock:
@@ -77,6 +82,7 @@ class RouterStats:
                 "requests": self.requests,
                 "failed_requests": self.failed_requests,
                 "routes": self.routes,
+                "side_observations": self.side_observations,
                 "warm_start_records": self.warm_start_records,
                 "total_cost_usd": sum(raw["cost_usd"] for raw in self.arms.values()),
                 "arms": arms,
@@ -88,6 +94,7 @@ class RouterStats:
                 "requests": self.requests,
                 "failed_requests": self.failed_requests,
                 "routes": self.routes,
+                "side_observations": self.side_observations,
                 "warm_start_records": self.warm_start_records,
                 "arms": {arm_id: dict(values) for arm_id, values in self.arms.items()},
             }
@@ -97,5 +104,6 @@ class RouterStats:
             self.requests = int(state.get("requests", 0))
             self.failed_requests = int(state.get("failed_requests", 0))
             self.routes = int(state.get("routes", 0))
+            self.side_observations = int(state.get("side_observations", 0))
             self.warm_start_records = int(state.get("warm_start_records", 0))
             self.arms = {str(k): dict(v) for k, v in dict(state.get("arms", {})).items()}

@@ -35,8 +35,6 @@ __all__ = ["DemoReport", "Outcome", "PolicyResult", "add_subparser", "main", "ru
 SYSTEM_PROMPT = "Solve the arithmetic word problem step by step. End with 'The answer is N.'"
 # Reward = correct - COST_WEIGHT * cost / (cost of the dearest arm): a wrong answer costs more than any arm.
 COST_WEIGHT = 0.5
-# Narrow exploration: rewards here are 0/1 and the arms differ by tens of points, so a small bonus suffices.
-LINUCB_ALPHA = 0.3
 # These problems show their difficulty in length and in how many numbers they hold, not in their words,
 # so the prompt statistics are weighted up against the hashed n-grams (a user's choice, documented).
 STATS_WEIGHT = 6.0
@@ -44,6 +42,8 @@ STATS_WEIGHT = 6.0
 CHUNK_SIZE = 10
 FIXED_ARM_CONCURRENCY = 32
 UNISCALE_NAME = "UniScale (LinUCB)"
+# Enough requests that the last half (the window compared) shows what UniScale learnt, in about a minute.
+DEFAULT_REQUESTS = 600
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,11 @@ class PolicyResult:
         half = self._last_half()
         return sum(o.cost_usd for o in half) / max(1, len(half))
 
+    def last_half_reward(self, reference_cost_usd: float) -> float:
+        """Mean reward in the last half as the router is taught it: correct - weight x cost / dearest."""
+        penalty = COST_WEIGHT * self.last_half_cost_per_request_usd / reference_cost_usd if reference_cost_usd else 0
+        return self.last_half_accuracy - penalty
+
 
 @dataclass
 class DemoReport:
@@ -129,6 +134,33 @@ class DemoReport:
     def most_accurate_arm(self) -> PolicyResult:
         return max(self.fixed_arms, key=lambda r: (r.accuracy, -r.cost_per_request_usd))
 
+    @property
+    def best_fixed_arm_last_half(self) -> PolicyResult:
+        """The fixed arm with the best last-half reward at the demo's cost weight (what UniScale aims at)."""
+        reference = max(r.last_half_cost_per_request_usd for r in self.fixed_arms)
+        return max(self.fixed_arms, key=lambda r: r.last_half_reward(reference))
+
+    def dominating_arms(self) -> list[PolicyResult]:
+        """Fixed arms at least as accurate as UniScale in the last half for no more cost (one strictly)."""
+        uni = self.uniscale
+        accuracy, cost = uni.last_half_accuracy, uni.last_half_cost_per_request_usd
+        return [
+            r
+            for r in self.fixed_arms
+            if r.last_half_accuracy >= accuracy
+            and r.last_half_cost_per_request_usd <= cost
+            and (r.last_half_accuracy > accuracy or r.last_half_cost_per_request_usd < cost)
+        ]
+
+    def within_a_point_of_best_fixed(self) -> bool:
+        """Issue 9's demo aim: in the last half, within 1 point of the best fixed arm's accuracy at no more
+        than its cost, or a better reward than it outright."""
+        uni, best = self.uniscale, self.best_fixed_arm_last_half
+        reference = max(r.last_half_cost_per_request_usd for r in self.fixed_arms)
+        cheaper = uni.last_half_cost_per_request_usd <= best.last_half_cost_per_request_usd
+        close = uni.last_half_accuracy >= best.last_half_accuracy - 0.01
+        return (cheaper and close) or uni.last_half_reward(reference) >= best.last_half_reward(reference)
+
     def choices(self, last_half: bool = False) -> Counter[str]:
         """How often UniScale picked each arm (over all requests, or the last half)."""
         outcomes = self.uniscale._last_half() if last_half else self.uniscale.outcomes
@@ -154,7 +186,7 @@ class DemoReport:
 
     def table(self) -> str:
         """The comparison table: UniScale first, then the fixed arms from cheapest to dearest."""
-        header = ("policy / arm", "accuracy", "last half", "USD / 1k req", "total USD")
+        header = ("policy / arm", "accuracy", "USD / 1k req", "last half: accuracy", "USD / 1k req")
         rows = [header]
         ordered = [self.uniscale, *sorted(self.fixed_arms, key=lambda r: r.cost_per_request_usd)]
         for result in ordered:
@@ -162,9 +194,9 @@ class DemoReport:
                 (
                     result.name,
                     f"{100 * result.accuracy:5.1f} %",
-                    f"{100 * result.last_half_accuracy:5.1f} %",
                     f"{1000 * result.cost_per_request_usd:.4f}",
-                    f"{result.total_cost_usd:.5f}",
+                    f"{100 * result.last_half_accuracy:5.1f} %",
+                    f"{1000 * result.last_half_cost_per_request_usd:.4f}",
                 )
             )
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -193,8 +225,20 @@ class DemoReport:
             lines.append(f"  difficulty {difficulty}: {picks}")
         lines.append("")
         lines.append(
-            f"UniScale: {100 * uni.accuracy:.1f} % accuracy ({100 * uni.last_half_accuracy:.1f} % in the last "
-            f"half) at {1000 * uni.cost_per_request_usd:.4f} USD per 1k requests."
+            f"UniScale: {100 * uni.accuracy:.1f} % accuracy at {1000 * uni.cost_per_request_usd:.4f} USD per 1k "
+            f"requests overall; in the last half (after learning) {100 * uni.last_half_accuracy:.1f} % at "
+            f"{1000 * uni.last_half_cost_per_request_usd:.4f}."
+        )
+        best = self.best_fixed_arm_last_half
+        verdict = "within 1 point at no more cost, or better" if self.within_a_point_of_best_fixed() else "behind"
+        lines.append(
+            f"  last half vs the best fixed arm by reward ({best.name}: {100 * best.last_half_accuracy:.1f} % at "
+            f"{1000 * best.last_half_cost_per_request_usd:.4f}): {verdict}"
+        )
+        dominating = self.dominating_arms()
+        lines.append(
+            "  fixed arms that beat UniScale on both accuracy and cost in the last half: "
+            + (", ".join(r.name for r in dominating) if dominating else "none")
         )
         affordable = [r for r in self.fixed_arms if r.cost_per_request_usd <= uni.cost_per_request_usd]
         if affordable:
@@ -227,6 +271,7 @@ class DemoReport:
                 "name": r.name,
                 "accuracy": r.accuracy,
                 "last_half_accuracy": r.last_half_accuracy,
+                "last_half_cost_per_request_usd": r.last_half_cost_per_request_usd,
                 "cost_per_request_usd": r.cost_per_request_usd,
                 "total_cost_usd": r.total_cost_usd,
             }
@@ -239,6 +284,9 @@ class DemoReport:
             "uniscale": result(self.uniscale),
             "fixed_arms": [result(r) for r in self.fixed_arms],
             "uniscale_choices": dict(self.choices()),
+            "best_fixed_arm_last_half": self.best_fixed_arm_last_half.name,
+            "dominating_arms": [r.name for r in self.dominating_arms()],
+            "within_a_point_of_best_fixed": self.within_a_point_of_best_fixed(),
         }
 
 
@@ -335,7 +383,7 @@ async def _run_all(requests: int, seed: int, show_progress: bool, plot_path: str
         chat = UniScaleChat(
             models=models,
             strategies=strategies,
-            policy=LinUCB(alpha=LINUCB_ALPHA, seed=seed),
+            policy=LinUCB(seed=seed),  # the library defaults
             featurizer=HashingFeaturizer(stats_weight=STATS_WEIGHT),
             cost_weight=COST_WEIGHT,
             feedback_fn=recorder,
@@ -381,7 +429,7 @@ async def _run_all(requests: int, seed: int, show_progress: bool, plot_path: str
 
 
 def run_demo(
-    requests: int = 300, seed: int = 0, plot_path: str | None = None, show_progress: bool = True
+    requests: int = DEFAULT_REQUESTS, seed: int = 0, plot_path: str | None = None, show_progress: bool = True
 ) -> DemoReport:
     """Run the demo on the SIMULATED pool and return its report (print `report.summary()` to show it).
 
@@ -394,7 +442,7 @@ def run_demo(
 
 
 async def arun_demo(
-    requests: int = 300, seed: int = 0, plot_path: str | None = None, show_progress: bool = True
+    requests: int = DEFAULT_REQUESTS, seed: int = 0, plot_path: str | None = None, show_progress: bool = True
 ) -> DemoReport:
     """Async twin of `run_demo`."""
     if requests < 2:
@@ -416,38 +464,34 @@ def write_plot(report: DemoReport, path: str) -> bool:
     except ImportError:
         return False
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    # Like with like: every dot is the same window, the last half of the requests.
+    window = f"requests {report.requests // 2 + 1}-{report.requests}"
     for result in report.fixed_arms:
-        x, y = 1000 * result.cost_per_request_usd, 100 * result.accuracy
+        x, y = 1000 * result.last_half_cost_per_request_usd, 100 * result.last_half_accuracy
         left.scatter([x], [y], color="tab:gray")
         left.annotate(result.name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     uni = report.uniscale
     left.scatter(
-        [1000 * uni.cost_per_request_usd],
-        [100 * uni.accuracy],
-        color="tab:red",
-        marker="*",
-        s=180,
-        label=f"{uni.name}, all requests",
-    )
-    left.scatter(
         [1000 * uni.last_half_cost_per_request_usd],
         [100 * uni.last_half_accuracy],
         color="tab:red",
-        marker="o",
-        s=60,
-        label=f"{uni.name}, last half",
+        marker="*",
+        s=180,
+        label=f"{uni.name} (grey: each fixed arm alone)",
     )
     left.set_xscale("log")
     left.set_xlabel("cost, USD per 1k requests (log scale, simulated prices)")
     left.set_ylabel("accuracy, %")
-    left.set_title("Accuracy vs cost: UniScale and every fixed arm")
+    left.set_title(f"Last half ({window}): UniScale and every fixed arm", fontsize=10)
     left.legend(loc="lower right", fontsize=8)
     curve = report.learning_curve()
     if curve:
         steps = [point[0] for point in curve]
         right.plot(steps, [100 * point[1] for point in curve], color="tab:red", label="UniScale accuracy")
-        best = report.most_accurate_arm
-        right.axhline(100 * best.accuracy, color="tab:gray", linestyle="--", label=f"{best.name} (fixed)")
+        best = report.best_fixed_arm_last_half
+        right.axhline(
+            100 * best.last_half_accuracy, color="tab:gray", linestyle="--", label=f"{best.name} (fixed, last half)"
+        )
         right.set_xlabel("requests seen")
         right.set_ylabel("accuracy over the last 30 requests, %")
         twin = right.twinx()
@@ -481,7 +525,9 @@ def add_subparser(subparsers: Any) -> None:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--requests", type=int, default=300, help="problems to route (default 300)")
+    parser.add_argument(
+        "--requests", type=int, default=DEFAULT_REQUESTS, help=f"problems to route (default {DEFAULT_REQUESTS})"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the problems and the simulation")
     parser.add_argument(
         "--plot", default=None, metavar="PATH", help="write a PNG plot here (needs matplotlib)"

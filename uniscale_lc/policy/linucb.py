@@ -13,8 +13,8 @@ construction) and replaced by an exact inverse of the exactly accumulated Gram m
 with an eigendecomposition floored at `ridge` when rounding defeats Cholesky). Contexts are checked
 finite and of magnitude <= 1e6 (`policy.base.MAX_ABS_FEATURE`) before anything is learnt.
 Forgetting (gamma < 1) discounts old evidence as in discounted LinUCB: A <- gamma A + phi phi^T +
-(1 - gamma) ridge I; between refreshes the (1 - gamma) ridge I term is left out of the incremental
-inverse, which only widens the confidence bound slightly (by at most (1 - gamma^refresh_every) ridge
+(1 - gamma) diag(prior); between refreshes the (1 - gamma) diag(prior) term is left out of the incremental
+inverse, which only widens the confidence bound slightly (by at most (1 - gamma^refresh_every) prior
 in the Gram matrix; tests/test_linucb.py checks both bounds).
 
 Speed: a decision reads every candidate arm's d x d inverse once (that read bounds its time), so
@@ -36,7 +36,12 @@ from ..arms import ARM_FEATURE_DIM, ARM_FEATURE_NAMES, ArmSpace
 from ..errors import ConfigError, StateError
 from .base import Decision, argmax_tiebreak, check_context, check_reward, penalty_vector, top_scores
 
-__all__ = ["LinUCB", "RidgeStats"]
+__all__ = ["CONTEXT_RIDGE_RATIO", "LinUCB", "RidgeStats"]
+
+# The default prior precision of context weights, as a multiple of `ridge` (docs/policy.md, "Priors"):
+# an arm's mean and its arm-feature prediction are well determined after a few pulls, while a prompt
+# feature's effect is small and noisy, so it is shrunk harder and buys less exploration.
+CONTEXT_RIDGE_RATIO = 10.0
 
 # Pending rows folded into the exact Gram matrix at a time: bounds memory per statistic.
 _FLUSH_ROWS = 64
@@ -52,16 +57,25 @@ class RidgeStats:
     every `refresh_every` updates.
     """
 
-    def __init__(self, dim: int, ridge: float, forgetting: float, refresh_every: int):
+    def __init__(
+        self,
+        dim: int,
+        ridge: float,
+        forgetting: float,
+        refresh_every: int,
+        prior: np.ndarray | None = None,
+    ):
         self.dim = dim
-        self.ridge = ridge
+        # The prior precision per coordinate (a diagonal ridge); `ridge` is its smallest entry.
+        self.prior = np.full(dim, float(ridge)) if prior is None else np.asarray(prior, dtype=np.float64)
+        self.ridge = float(self.prior.min())
         self.forgetting = forgetting
         self.refresh_every = refresh_every
-        self._gram = ridge * np.eye(dim)  # exact, up to the rows still pending
+        self._gram = np.diag(self.prior)  # exact, up to the rows still pending
         self._pending_rows = np.zeros((min(refresh_every, _FLUSH_ROWS), dim))
         self._pending = 0
         self._since_refresh = 0
-        self._inverse = np.eye(dim) / ridge  # true inverse = _inverse * _scale
+        self._inverse = np.diag(1.0 / self.prior)  # true inverse = _inverse * _scale
         self._scale = 1.0
         self.target = np.zeros(dim)
         self.weights = np.zeros(dim)
@@ -118,7 +132,7 @@ class RidgeStats:
             decay = gamma ** np.arange(count - 1, -1, -1, dtype=np.float64)
             total = gamma**count
             self._gram *= total
-            self._gram[np.diag_indices(self.dim)] += (1.0 - total) * self.ridge
+            self._gram[np.diag_indices(self.dim)] += (1.0 - total) * self.prior
         else:
             decay = np.ones(count)
         rows = self._pending_rows[:count]
@@ -128,8 +142,8 @@ class RidgeStats:
     def refresh(self) -> None:
         """Exact inverse of the accumulated Gram matrix (Cholesky), symmetrised.
 
-        The Gram matrix is at least `ridge * I` in exact arithmetic; when rounding makes it fail the
-        Cholesky test (features of 1e6 against a ridge of 1e-6), the inverse comes from its
+        The Gram matrix is at least `diag(prior) >= ridge * I` in exact arithmetic; when rounding makes it
+        fail the Cholesky test (features of 1e6 against a ridge of 1e-6), the inverse comes from its
         eigendecomposition with eigenvalues raised to `ridge`, so it is always finite and positive.
         """
         self._flush()
@@ -200,9 +214,12 @@ class LinUCB:
     """Contextual bandit with upper confidence bounds over joint context x arm features.
 
     alpha: width of the confidence bonus (exploration); the default 0.3 keeps a fresh arm's bonus (about
-    2 alpha for a unit-norm context) near the [0, 1] range of quality. ridge: prior precision. forgetting: gamma in
-    (0, 1], 1 keeps all evidence; 0.999 halves an observation's weight after ~700 updates. per_arm:
-    add per-arm terms (hybrid model). shared: use the joint model (turn off for classic disjoint LinUCB).
+    2 alpha for a unit-norm context) near the [0, 1] range of quality. ridge: prior precision of the arm
+    mean and the arm-feature model. context_ridge: prior precision of the weights on prompt features
+    (default `CONTEXT_RIDGE_RATIO * ridge`): context effects must earn their place against the arm means.
+    forgetting: gamma in (0, 1], 1 keeps all evidence; 0.999 halves an observation's weight after ~700
+    updates. per_arm: add per-arm terms (hybrid model). shared: use the joint model (turn off for classic
+    disjoint LinUCB).
     """
 
     name = "linucb"
@@ -213,6 +230,7 @@ class LinUCB:
         ridge: float = 1.0,
         forgetting: float = 1.0,
         *,
+        context_ridge: float | None = None,
         shared: bool = True,
         per_arm: bool = True,
         shared_context_dim: int = 8,
@@ -224,6 +242,15 @@ class LinUCB:
             raise ConfigError(f"LinUCB.alpha: got {alpha!r}; use a finite number >= 0 (e.g. 0.1 to 1)")
         if not (isinstance(ridge, (int, float)) and math.isfinite(ridge) and ridge > 0):
             raise ConfigError(f"LinUCB.ridge: got {ridge!r}; use a finite number > 0 (e.g. 1.0)")
+        if context_ridge is None:
+            context_ridge = CONTEXT_RIDGE_RATIO * float(ridge)
+        if not (
+            isinstance(context_ridge, (int, float)) and math.isfinite(context_ridge) and context_ridge > 0
+        ):
+            raise ConfigError(
+                f"LinUCB.context_ridge: got {context_ridge!r}; use a finite number > 0, or None for "
+                f"{CONTEXT_RIDGE_RATIO:g} x ridge"
+            )
         if not (isinstance(forgetting, (int, float)) and 0 < forgetting <= 1):
             raise ConfigError(f"LinUCB.forgetting: got {forgetting!r}; use a number in (0, 1], e.g. 0.999")
         if not (shared or per_arm):
@@ -232,6 +259,7 @@ class LinUCB:
             raise ConfigError("LinUCB.shared_context_dim and refresh_every must be >= 1")
         self.alpha = float(alpha)
         self.ridge = float(ridge)
+        self.context_ridge = float(context_ridge)
         self.forgetting = float(forgetting)
         self.shared = shared
         self.per_arm = per_arm
@@ -250,6 +278,7 @@ class LinUCB:
         return {
             "alpha": self.alpha,
             "ridge": self.ridge,
+            "context_ridge": self.context_ridge,
             "forgetting": self.forgetting,
             "shared": self.shared,
             "per_arm": self.per_arm,
@@ -278,7 +307,17 @@ class LinUCB:
                 self._projection[0, 0] = 1.0
                 self._projection[1:, 1:] = rng.standard_normal((reduced, context_dim)) / math.sqrt(reduced)
             self._shared_dim = self._projection.shape[0] * ARM_FEATURE_DIM
-            self._shared_stats = RidgeStats(self._shared_dim, self.ridge, self.forgetting, self.refresh_every)
+            # Joint features are vec(reduced context (x) arm features), row-major: the first
+            # ARM_FEATURE_DIM entries pair the bias with the arm features (what arm features predict
+            # whatever the prompt), the rest pair prompt features with them.
+            shared_prior = np.full(self._shared_dim, self.context_ridge)
+            shared_prior[:ARM_FEATURE_DIM] = self.ridge
+            self._shared_stats = RidgeStats(
+                self._shared_dim, self.ridge, self.forgetting, self.refresh_every, prior=shared_prior
+            )
+            # Per-arm features are [1, x]: the arm's own mean, then its prompt-feature weights.
+            self._arm_prior = np.full(augmented, self.context_ridge)
+            self._arm_prior[0] = self.ridge
             self._arm_stats: dict[str, RidgeStats] = {}
             self._slot_of: dict[str, int] = {}
             # Scoring copies of the per-arm inverses: the upper triangle only, off-diagonal entries
@@ -316,7 +355,9 @@ class LinUCB:
                     [self._stacked_weights, np.zeros_like(self._stacked_weights)]
                 )
             self._slot_of[arm_id] = slot
-            stats = RidgeStats(self.context_dim + 1, self.ridge, self.forgetting, self.refresh_every)
+            stats = RidgeStats(
+                self.context_dim + 1, self.ridge, self.forgetting, self.refresh_every, prior=self._arm_prior
+            )
             self._arm_stats[arm_id] = stats
             self._sync_slot(slot, stats)
         return slot
@@ -584,10 +625,14 @@ class LinUCB:
         projection = np.asarray(state["projection"], dtype=np.float64)
         if projection.shape != self._projection.shape or not np.isfinite(projection).all():
             raise StateError("policy.projection: shape differs; shared_context_dim changed since the save")
+        saved_config = dict(state.get("config", {}))
+        if "ridge" in saved_config and "context_ridge" not in saved_config:
+            # Saved before context priors existed: its Gram matrices hold ridge * I, so keep that prior.
+            saved_config["context_ridge"] = saved_config["ridge"]
         fresh = LinUCB(
             **{
                 **self.config(),
-                **{k: v for k, v in dict(state.get("config", {})).items() if k in self.config()},
+                **{k: v for k, v in saved_config.items() if k in self.config()},
             }
         )
         fresh.bind(self._space(), self.context_dim)
@@ -610,6 +655,7 @@ class LinUCB:
         for key in (
             "alpha",
             "ridge",
+            "context_ridge",
             "forgetting",
             "shared",
             "per_arm",
@@ -622,6 +668,7 @@ class LinUCB:
             "_projection",
             "_shared_dim",
             "_shared_stats",
+            "_arm_prior",
             "_arm_stats",
             "_slot_of",
             "_packed_inverse",

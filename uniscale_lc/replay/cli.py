@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import UniScaleError
+from ..errors import ConfigError, UniScaleError
 from .report import format_table, replay_dataset
 from .runner import DEFAULT_COST_WEIGHT, DRIFT_SCENARIOS, LEARNERS, ReplayConfig
 
-__all__ = ["add_subparser", "build_parser", "config_from_args", "run"]
+__all__ = ["add_subparser", "build_parser", "check_output_path", "config_from_args", "run"]
 
 
 def add_subparser(subparsers: Any) -> None:
@@ -131,7 +132,10 @@ def run(args: argparse.Namespace) -> int:
     """Run a replay from parsed arguments; 0 on success, 2 on a configuration or data error."""
     try:
         config = config_from_args(args)
-        report = replay_dataset(args.data_dir, config, progress=not args.no_progress and sys.stderr.isatty())
+        for flag, path in (("--json", args.json), ("--plot", args.plot)):
+            if path is not None:
+                check_output_path(path, flag)
+        report = replay_dataset(args.data_dir, config, progress=not args.no_progress)
     except (UniScaleError, ValueError) as error:
         print(f"uniscale-lc replay: {error}", file=sys.stderr)
         return 2
@@ -150,6 +154,18 @@ def run(args: argparse.Namespace) -> int:
             return 2
         print(f"plot written to {args.plot}")
     return 0
+
+
+def check_output_path(path: Path, flag: str) -> None:
+    """Refuse, before a long run, an output path that cannot be written (a bad path used to fail after it)."""
+    if path.is_dir():
+        raise ConfigError(f"{flag}: {path} is a directory; give a file name, e.g. {path / 'report.json'}")
+    parent = path.parent
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise ConfigError(f"{flag}: {existing or parent} is not a directory; choose a path under a directory")
+    if not os.access(existing, os.W_OK):
+        raise ConfigError(f"{flag}: cannot write under {existing} (permission denied); choose another path")
 
 
 def main(argv: list[str] | None = None) -> int:

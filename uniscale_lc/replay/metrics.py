@@ -14,6 +14,7 @@ Every function takes plain arrays and returns floats or arrays; nothing here kno
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,6 +22,7 @@ import numpy as np
 __all__ = [
     "aiq",
     "apgr",
+    "arm_share",
     "best_fixed_arm",
     "cost_at_fraction_of_best",
     "cost_to_reach",
@@ -29,6 +31,7 @@ __all__ = [
     "learning_curve",
     "non_decreasing_convex_hull",
     "pareto_frontier",
+    "steps_until_ahead",
 ]
 
 ArrayLike = Sequence[float] | np.ndarray
@@ -245,3 +248,26 @@ def learning_curve(
         keep = np.unique(np.linspace(0, series.size - 1, max(n_points, 2)).round().astype(np.int64))
         return steps[keep], means[keep]
     return steps, means
+
+
+def steps_until_ahead(regret: ArrayLike) -> int | None:
+    """Requests after which the learner's cumulative reward stays at or above the comparator's for good.
+
+    `regret` is cumulative regret per step (`cumulative_regret`). None when the learner ends behind.
+    """
+    series = np.asarray(regret, dtype=np.float64).ravel()
+    if series.size == 0 or series[-1] > 0:
+        return None
+    behind = np.flatnonzero(series > 0)
+    return 0 if behind.size == 0 else int(behind[-1]) + 1
+
+
+def arm_share(chosen: ArrayLike, column: int, last_fraction: float = 0.25) -> float:
+    """Share of the last `last_fraction` of the steps spent on arm `column` (convergence to one arm)."""
+    picks = np.asarray(chosen).ravel()
+    if picks.size == 0:
+        raise ValueError("arm_share: no steps")
+    if not 0 < last_fraction <= 1:
+        raise ValueError(f"arm_share.last_fraction: got {last_fraction}; use a fraction in (0, 1]")
+    tail = picks[picks.size - max(1, math.ceil(picks.size * last_fraction)) :]
+    return float(np.mean(tail == column))

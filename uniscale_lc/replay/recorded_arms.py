@@ -103,6 +103,9 @@ class ArmOutcomes:
     # expected calls (the recorded procedure's own count is not in the table).
     calls: np.ndarray
     notes: tuple[str, ...] = field(default=())
+    # (n_questions, n_arms) object: the final extracted answer each arm returns (None when it has none
+    # or is missing); what side observations compare (uniscale_lc/side_observations.py).
+    answers: np.ndarray | None = None
 
     @property
     def available(self) -> np.ndarray:
@@ -201,6 +204,7 @@ class ArmOutcomes:
             output_tokens=take(self.output_tokens),
             calls=take(self.calls),
             notes=self.notes,
+            answers=None if self.answers is None else np.ascontiguousarray(self.answers[row_index][:, columns]),
         )
 
 
@@ -270,7 +274,7 @@ def build_recorded_arms(
                     _vote_column(table, grid, covered, n, early=True, wave_size=config.effective_wave_size)
                 )
 
-    stacked = [np.stack([column[part] for column in columns], axis=1) for part in range(5)]
+    stacked = [np.stack([column[part] for column in columns], axis=1) for part in range(6)]
     if stacked[0].shape != (n_questions, len(arms)):  # pragma: no cover - internal invariant
         raise AssertionError("arm outcome matrix has the wrong shape")
     return ArmOutcomes(
@@ -285,39 +289,44 @@ def build_recorded_arms(
         output_tokens=stacked[3],
         calls=stacked[4],
         notes=tuple(notes),
+        answers=stacked[5],
     )
 
 
 def _empty_column(n_questions: int) -> tuple[np.ndarray, ...]:
-    return tuple(np.full(n_questions, np.nan) for _ in range(5))
+    """quality, cost, input tokens, output tokens, calls (NaN when missing) and answers (None)."""
+    numeric = tuple(np.full(n_questions, np.nan) for _ in range(5))
+    return (*numeric, np.full(n_questions, None, dtype=object))
 
 
 def _single_column(
     table: OutcomeTable, first: np.ndarray, has_first: np.ndarray, calls: float
 ) -> tuple[np.ndarray, ...]:
-    quality, cost, input_tokens, output_tokens, used = _empty_column(table.n_questions)
+    quality, cost, input_tokens, output_tokens, used, answers = _empty_column(table.n_questions)
     rows = first[has_first]
+    answers[has_first] = [str(answer) or None for answer in table.row_answer[rows]]
     quality[has_first] = table.row_correct[rows]
     cost[has_first] = table.row_cost_usd[rows]
     input_tokens[has_first] = table.row_input_tokens[rows]
     output_tokens[has_first] = table.row_output_tokens[rows]
     used[has_first] = calls
-    return quality, cost, input_tokens, output_tokens, used
+    return quality, cost, input_tokens, output_tokens, used, answers
 
 
 def _vote_column(
     table: OutcomeTable, grid: np.ndarray, covered: np.ndarray, n: int, *, early: bool, wave_size: int
 ) -> tuple[np.ndarray, ...]:
     """Replay the live vote per covered question; pay for the samples the vote drew."""
-    quality, cost, input_tokens, output_tokens, used = _empty_column(table.n_questions)
+    quality, cost, input_tokens, output_tokens, used, final = _empty_column(table.n_questions)
     for question in np.flatnonzero(covered):
         rows = grid[question, :n]
         answers = [str(answer) for answer in table.row_answer[rows]]
         result = early_stop_vote(answers, n, wave_size) if early else majority_vote(answers)
+        final[question] = result.answer or None
         drawn = rows[: result.samples_used]
         quality[question] = table.row_correct[rows[result.winner_index]]
         cost[question] = table.row_cost_usd[drawn].sum()
         input_tokens[question] = table.row_input_tokens[drawn].sum()
         output_tokens[question] = table.row_output_tokens[drawn].sum()
         used[question] = result.samples_used
-    return quality, cost, input_tokens, output_tokens, used
+    return quality, cost, input_tokens, output_tokens, used, final

@@ -15,14 +15,17 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..progress import progress_bar
 from .metrics import (
     aiq,
     apgr,
+    arm_share,
     best_fixed_arm,
     cost_at_fraction_of_best,
     cpt,
     cumulative_regret,
     learning_curve,
+    steps_until_ahead,
 )
 from .runner import (
     ReplayConfig,
@@ -167,6 +170,7 @@ def build_report(
 
     reward_matrix = _reward_matrix(env, weight)
     window = max(20, env.n_questions // 20)
+    most_accurate = int(np.argmax(mean_quality))
     policies: dict[str, Any] = {}
     for key, frontier in frontiers.items():
         headline = _at(frontier, weight)
@@ -183,7 +187,7 @@ def build_report(
             entry["accuracy_std"] = headline["accuracy_std"]
             entry["cost_usd_per_query_std"] = headline["cost_usd_per_query_std"]
             per_seed_aiq = []
-            regrets, curves, accuracy_curves, regret_curves = [], [], [], []
+            regrets, curves, accuracy_curves, regret_curves, until_ahead = [], [], [], [], []
             for seed in range(config.seeds):
                 seed_points = [traces[(key, seed, w)] for w in config.cost_weights]
                 per_seed_aiq.append(
@@ -196,12 +200,20 @@ def build_report(
                 trace = traces[(key, seed, weight)]
                 regret, _ = cumulative_regret(trace.reward, reward_matrix[trace.order])
                 regrets.append(float(regret[-1]))
+                until_ahead.append(steps_until_ahead(regret))
                 steps, reward_curve = learning_curve(trace.reward, window, config.curve_points)
                 _, accuracy_curve = learning_curve(trace.quality, window, config.curve_points)
                 curves.append(reward_curve)
                 accuracy_curves.append(accuracy_curve)
                 regret_curves.append(regret[steps - 1])
             entry["aiq_std"] = _mean_std(per_seed_aiq)[1]
+            # Per seed: requests until its cumulative reward stays ahead of the best fixed arm's (None: never).
+            entry["requests_until_ahead_of_best_fixed"] = until_ahead
+            if 0.0 in config.cost_weights:
+                # Ignoring cost, does it converge to the most accurate arm? (issue 9, aim 5)
+                entry["best_arm_share_last_quarter_w0"] = float(
+                    np.mean([arm_share(traces[(key, seed, 0.0)].arm, most_accurate) for seed in range(config.seeds)])
+                )
             entry["cumulative_regret"], entry["cumulative_regret_std"] = _mean_std(regrets)
             entry["learning_curve"] = {
                 "window": window,
@@ -234,6 +246,14 @@ def build_report(
             "linucb_per_arm": config.linucb_per_arm,
             "epsilon": config.epsilon,
             "featurizer": env.featurizer_config,
+        },
+        "most_accurate_arm": {
+            "arm": outcomes.arm_ids[most_accurate],
+            "accuracy": float(mean_quality[most_accurate]),
+            # Its lead over the runner-up: convergence to it is only expected when this is clear.
+            "margin": float(mean_quality[most_accurate] - np.partition(mean_quality, -2)[-2])
+            if len(mean_quality) > 1
+            else None,
         },
         "best_arm_by_accuracy": {
             "arm": outcomes.arm_ids[best_index],
@@ -356,9 +376,7 @@ def replay_dataset(
 
 
 def _progress_bar(total: int, name: str) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=f"replay {name}", unit="run", leave=False)
+    return progress_bar(total, f"replay {name}", unit="run")
 
 
 def _run_drift_scenarios(
@@ -413,7 +431,8 @@ def format_table(report: dict[str, Any]) -> str:
         f"cost weight {report['settings']['cost_weight']}, {report['settings']['seeds']} seed(s)",
         f"best arm by accuracy: {report['best_arm_by_accuracy']['arm']} "
         f"({report['best_arm_by_accuracy']['accuracy']:.4f} at ${report['best_arm_by_accuracy']['cost_usd_per_query']:.6f}/query)",
-        f"{'policy':<24}{'AIQ':>8}{'accuracy':>10}{'$/query':>12}{'reward':>9}{'cost@95%best':>14}",
+        f"{'policy':<24}{'AIQ':>8}{'accuracy':>10}{'$/query':>12}{'reward':>9}{'cost@95%best':>14}"
+        f"{'ahead of fixed':>16}",
     ]
     for key in POLICY_KEYS:
         entry = report["policies"].get(key)
@@ -423,6 +442,7 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(
             f"{key:<24}{entry['aiq']:>8.4f}{entry['accuracy']:>10.4f}{entry['cost_usd_per_query']:>12.6f}"
             f"{entry['reward']:>9.4f}{('not reached' if reach is None else f'{reach:.3f}'):>14}"
+            f"{_ahead(entry.get('requests_until_ahead_of_best_fixed')):>16}"
         )
     two_model = report.get("two_model")
     if two_model:
@@ -444,6 +464,16 @@ def format_table(report: dict[str, Any]) -> str:
             f"{mean['continuing_reward']:.4f} vs restarted {mean['restarted_reward']:.4f}"
         )
     return "\n".join(lines)
+
+
+def _ahead(per_seed: list[int | None] | None) -> str:
+    """'after N' (the latest seed) when every seed ends ahead of the best fixed arm, else 'k/n seeds'."""
+    if not per_seed:
+        return ""
+    reached = [value for value in per_seed if value is not None]
+    if len(reached) == len(per_seed):
+        return f"after {max(reached)}"
+    return f"{len(reached)}/{len(per_seed)} seeds"
 
 
 def _pct(value: float | None) -> str:

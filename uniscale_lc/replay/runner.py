@@ -30,7 +30,8 @@ from ..errors import ConfigError
 from ..features_minilm import FEATURIZERS, make_featurizer
 from ..model_spec import ModelSpec
 from ..policy import EpsilonGreedy, LinUCB, UniformRandom
-from ..policy.base import Policy
+from ..policy.base import Decision, Policy
+from ..side_observations import same_answer_arms
 from .data import OutcomeTable, load_outcome_table
 from .recorded_arms import DEFAULT_VOTE_LADDER, ArmOutcomes, build_recorded_arms
 
@@ -86,6 +87,10 @@ class ReplayConfig:
     featurizer: str = "hashing"  # or "minilm" (the [minilm] extra; docs/features.md)
     linucb_alpha: float = 0.3  # the library default (LinUCB)
     linucb_per_arm: bool = True
+    linucb_context_ridge: float | None = None  # None: the library default (CONTEXT_RIDGE_RATIO x ridge)
+    # As live (RouterConfig.side_observations): votes teach the smaller votes they imply. Off by default:
+    # on GSM8K it did not pay (docs/results.md, "Side observations").
+    side_observations: bool = False
     epsilon: float = 0.1
     drift: tuple[str, ...] = ()
     drift_window: int = 200
@@ -333,7 +338,12 @@ class RunTrace:
 def make_policy(learner: str, seed: int, config: ReplayConfig) -> Policy:
     """The policy object behind a learner name; LinUCB with the library defaults for every learner."""
     if learner in ("uniscale", "routing_only", "tts_only", "uniscale_warm"):
-        return LinUCB(alpha=config.linucb_alpha, per_arm=config.linucb_per_arm, seed=seed)
+        return LinUCB(
+            alpha=config.linucb_alpha,
+            per_arm=config.linucb_per_arm,
+            context_ridge=config.linucb_context_ridge,
+            seed=seed,
+        )
     if learner == "epsilon_greedy":
         return EpsilonGreedy(epsilon=config.epsilon, seed=seed)
     if learner == "random":
@@ -387,6 +397,7 @@ def run_learner(
     cost = np.zeros(steps)
     reward = np.zeros(steps)
     candidates = _candidates(env, columns, removed)
+    siblings = _sibling_columns(outcomes, columns) if config.side_observations else {}
     for step, question in enumerate(order):
         for event in events_at.get(step, ()):
             if event.kind == "price":
@@ -407,6 +418,10 @@ def run_learner(
         arm_quality = float(outcomes.quality[question, column])
         arm_cost = float(outcomes.cost_usd[question, column] * factor_vector[column])
         policy.update(decision, arm_quality)
+        if siblings.get(column):
+            _teach_side_observations(
+                policy, outcomes, question, column, siblings[column], decision.context, arm_quality
+            )
         cost_model.observe(
             decision.arm_id,
             float(env.prompt_tokens[question]),
@@ -422,6 +437,49 @@ def run_learner(
         cost[step] = arm_cost
         reward[step] = arm_quality - (cost_weight * arm_cost / reference if reference > 0 else 0.0)
     return RunTrace(learner, seed, cost_weight, np.asarray(order), chosen, quality, cost, reward)
+
+
+def _sibling_columns(outcomes: ArmOutcomes, columns: Sequence[int]) -> dict[int, tuple[int, ...]]:
+    """Per learner column, the other vote/Single columns over the same recorded samples (same generator)."""
+    if outcomes.answers is None:
+        return {}
+    by_generator: dict[Any, list[int]] = {}
+    for column in columns:
+        arm = outcomes.arms[column]
+        if not arm.composite:
+            by_generator.setdefault(arm.generator, []).append(column)
+    return {
+        column: tuple(other for other in group if other != column)
+        for group in by_generator.values()
+        for column in group
+        if len(group) > 1
+    }
+
+
+def _teach_side_observations(
+    policy: Policy,
+    outcomes: ArmOutcomes,
+    question: int,
+    column: int,
+    siblings: Sequence[int],
+    context: np.ndarray,
+    quality: float,
+) -> None:
+    """Teach the arms the pulled arm's samples imply and that agree with its answer (as live does).
+
+    A sibling is determined by the pulled arm's samples when it needs no more of them (its recorded
+    samples-used is at most the pulled arm's: votes read their samples as a prefix in draw order).
+    A sibling shares the pulled arm's model, so an outage never removes one without the other.
+    """
+    assert outcomes.answers is not None  # _sibling_columns returned nothing otherwise
+    drawn = outcomes.calls[question, column]
+    implied = {
+        outcomes.arms[other].arm_id: outcomes.answers[question, other]
+        for other in siblings
+        if outcomes.calls[question, other] <= drawn
+    }
+    for arm_id in same_answer_arms(outcomes.answers[question, column], implied):
+        policy.update(Decision(arm_id=arm_id, context=context), quality)
 
 
 def _factor_vector(model_of_column: np.ndarray, price_factors: dict[str, float]) -> np.ndarray:

@@ -86,7 +86,7 @@ class RouterLink:
 
         def learn(pending: PendingDecision, value: float) -> tuple[Any, FeedbackResult]:
             result = FeedbackResult(pending.decision_id, pending.arm_id, value, reward_of(pending, value))
-            return reward_updates([(pending.decision, value)]), result
+            return reward_updates(pending.updates(value)), result
 
         return self.feedback.apply(key, quality, learn)
 

@@ -340,6 +340,10 @@ async def run_majority_vote(
             "max_samples": strategy.n,
             "waves": waves,
             "stopped_early": len(texts) < strategy.n,
+            # Every sample's extracted answer in draw order: what side observations read
+            # (uniscale_lc/side_observations.py).
+            "sample_answers": list(answers),
+            "extractor": strategy.extractor_name,
         },
     )
     return _finish(result, started)

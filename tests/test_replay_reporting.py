@@ -1,0 +1,73 @@
+"""Report fields on learning progress (ahead of the best fixed arm, convergence), progress lines, CLI paths."""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_replay_runner import write_two_task_table
+
+import uniscale_lc.replay.cli as cli_module
+from uniscale_lc.progress import LineProgress
+from uniscale_lc.replay import ReplayConfig, replay_dataset
+from uniscale_lc.replay.cli import add_subparser, run
+from uniscale_lc.replay.metrics import arm_share, steps_until_ahead
+
+
+def test_steps_until_ahead_is_the_step_after_the_last_time_behind() -> None:
+    assert steps_until_ahead(np.array([0.5, 0.2, -0.1, 0.1, -0.2, -0.3])) == 4
+    assert steps_until_ahead(np.array([-0.1, -0.2])) == 0
+    assert steps_until_ahead(np.array([-0.1, 0.2])) is None
+    assert steps_until_ahead(np.array([])) is None
+
+
+def test_arm_share_counts_the_last_quarter_only() -> None:
+    chosen = np.array([1] * 6 + [0, 0, 0, 1])
+    assert arm_share(chosen, 0, 0.25) == pytest.approx(2 / 3)  # the last ceil(2.5) = 3 steps
+    assert arm_share(chosen, 1, 1.0) == pytest.approx(0.7)
+    with pytest.raises(ValueError):
+        arm_share(chosen, 0, 0.0)
+
+
+def test_a_cost_blind_learner_converges_to_the_clearly_best_arm(tmp_path: Path) -> None:
+    """Toy table: `big` is right on every question, `small` on half; ignoring cost, pick `big`."""
+    directory = write_two_task_table(tmp_path / "toy")
+    report = replay_dataset(directory, ReplayConfig(seeds=2, vote_ladder=(3,), workers=1))
+    assert report["most_accurate_arm"]["arm"] == "big:direct|single"
+    assert report["most_accurate_arm"]["margin"] == pytest.approx(0.5)
+    uniscale = report["policies"]["uniscale"]
+    assert uniscale["best_arm_share_last_quarter_w0"] >= 0.9
+    assert report["policies"]["random"]["best_arm_share_last_quarter_w0"] < 0.6
+    assert len(uniscale["requests_until_ahead_of_best_fixed"]) == 2
+
+
+def test_line_progress_prints_lines_not_carriage_returns() -> None:
+    stream = io.StringIO()
+    bar = LineProgress(4, "replay toy", "run", interval_s=0.0, stream=stream)
+    for _ in range(4):
+        bar.update(1)
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[-1].startswith("replay toy: 4/4 run (100%)") and "\r" not in stream.getvalue()
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_subparser(parser.add_subparsers())
+    return parser.parse_args(["replay", *argv])
+
+
+@pytest.mark.parametrize("flag", ["--json", "--plot"])
+def test_an_unwritable_output_path_fails_before_the_replay(
+    tmp_path: Path, flag: str, monkeypatch, capsys
+) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("x")
+    monkeypatch.setattr(cli_module, "replay_dataset", lambda *a, **k: pytest.fail("replay ran"))
+    assert run(_parse([str(tmp_path), flag, str(not_a_directory / "out")])) == 2
+    assert f"{flag}: " in capsys.readouterr().err
+    assert run(_parse([str(tmp_path), flag, str(tmp_path)])) == 2
+    assert "is a directory" in capsys.readouterr().err

@@ -1,0 +1,51 @@
+"""Progress for long runs: a tqdm bar on a terminal, and a plain line every few seconds elsewhere (CI, logs).
+
+A bar redrawn with carriage returns is noise in a log file, and no output at all looks like a hang.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+__all__ = ["LineProgress", "progress_bar"]
+
+
+class LineProgress:
+    """tqdm's `update`/`close` interface, printing `desc: done/total (pct) elapsed` every `interval_s`."""
+
+    def __init__(
+        self, total: int, desc: str, unit: str = "it", *, interval_s: float = 5.0, stream: TextIO | None = None
+    ):
+        self.total, self.desc, self.unit, self.interval_s = total, desc, unit, interval_s
+        self.stream = stream if stream is not None else sys.stderr
+        self.done = 0
+        self._started = self._last = time.monotonic()
+
+    def update(self, count: int = 1) -> None:
+        self.done += count
+        now = time.monotonic()
+        if now - self._last >= self.interval_s:
+            self._last = now
+            self._print(now)
+
+    def _print(self, now: float) -> None:
+        share = f" ({self.done / self.total:.0%})" if self.total else ""
+        print(
+            f"{self.desc}: {self.done}/{self.total} {self.unit}{share}, {now - self._started:.0f} s",
+            file=self.stream,
+            flush=True,
+        )
+
+    def close(self) -> None:
+        self._print(time.monotonic())
+
+
+def progress_bar(total: int, desc: str, unit: str = "it", *, interval_s: float = 5.0) -> Any:
+    """A tqdm bar when stderr is a terminal, else a `LineProgress`."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, unit=unit, leave=False)
+    return LineProgress(total, desc, unit, interval_s=interval_s)
