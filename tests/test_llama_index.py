@@ -345,6 +345,24 @@ def test_a_query_engine_answer_is_scored_through_a_scoped_request_id(
         llm.close()
 
 
+async def test_a_scoped_request_id_reaches_async_calls_and_tasks(
+    make_llm: Callable[..., UniScaleLLM],
+) -> None:
+    llm, other = make_llm(), make_llm()
+    with llm.scoped_request_id("outer"):
+        direct = await llm.achat([ChatMessage(role="user", content="q")])
+        with llm.scoped_request_id("inner"):
+            task = asyncio.create_task(llm.acomplete("q"))
+        stream = await llm.astream_chat([ChatMessage(role="user", content="q")])
+        streamed = [response async for response in stream]
+        unscoped = await other.acomplete("q")  # another router: not in this scope
+    assert direct.raw["uniscale"]["request_id"] == "outer"
+    assert (await task).raw["uniscale"]["request_id"] == "inner"
+    assert streamed[-1].raw["uniscale"]["request_id"] == "outer"
+    assert unscoped.raw["uniscale"]["request_id"] is None
+    assert llm.feedback("inner", 1.0).decision_id == (await task).raw["decision_id"]
+
+
 def test_predict_and_call_runs_the_tool(server: OpenAIServer, model_client: ModelClient) -> None:
     llm = _tool_llm(server, model_client)
     try:
@@ -551,8 +569,13 @@ def test_construction_errors_name_the_field(server: OpenAIServer, model_client: 
         UniScaleLLM(router=router, colour="red")
     with pytest.raises(ConfigError, match=r"pass a uniscale_lc\.Router"):
         UniScaleLLM(router="router")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=r"UniScaleLLM\.api_key: keys are never held"):
+    # A key goes in api_key (a SecretStr, the default of every ModelSpec without one) or a ModelSpec's
+    # api_key_env; with a router given it belongs to that router, and the error never echoes it.
+    with pytest.raises(ConfigError, match=r"UniScaleLLM\.router: give router") as keyed:
         UniScaleLLM(router=router, api_key="sk-secret")
+    assert "sk-secret" not in str(keyed.value)
+    with pytest.raises(ConfigError, match=r"UniScaleLLM\.openai_api_key: not a field; pass the key as api_key"):
+        UniScaleLLM(models=[spec_for(server, "a")], openai_api_key="sk-secret")
     with pytest.raises(ConfigError, match=r"UniScaleLLM\.models: got no models"):
         UniScaleLLM(models=[])
     with pytest.raises(ConfigError, match=r"UniScaleLLM\.feedback_fn: must be callable"):

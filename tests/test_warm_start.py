@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import uniscale_lc.replay.warm as warm_module
 from uniscale_lc import ModelSpec, Router
 from uniscale_lc.arms import Arm, ArmSpace
 from uniscale_lc.costs import CostModel
@@ -374,6 +375,18 @@ def test_warm_learners_are_scored_on_held_out_questions_only(table_dir: Path) ->
     # RouteLLM's two-model measures for the warm learners use the held-out anchors: big only where needed.
     reduction = report["two_model"]["learners"]["offline_router"]["cost_reduction_at_95pct_strong"]
     assert 0.4 < reduction < 0.6
+
+
+def test_the_cached_fit_gives_the_same_run_as_a_fresh_fit(table_dir: Path) -> None:
+    env = ReplayEnvironment.from_directory(table_dir, ReplayConfig())
+    config = ReplayConfig(seeds=1, workers=1)
+    warm_module._FITTED.clear()
+    first = run_warm_learner(env, "uniscale_warm", 0, 0.0, config)  # fits, then caches
+    cached = run_warm_learner(env, "uniscale_warm", 0, 0.0, config)
+    warm_module._FITTED.clear()
+    refitted = run_warm_learner(env, "uniscale_warm", 0, 0.0, config)
+    for trace in (cached, refitted):
+        assert np.array_equal(trace.arm, first.arm) and np.array_equal(trace.reward, first.reward)
 
 
 def test_shared_gsm8k_warm_learners_run_on_held_out_questions(shared_data_dir: Path) -> None:

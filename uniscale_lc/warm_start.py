@@ -30,6 +30,8 @@ _USAGE_FIELDS = ("cost_usd", "input_tokens", "output_tokens", "calls")
 # already sets a fresh arm's exploration bonus to about alpha.
 FIT_RIDGES: tuple[float, ...] = (1.0, 10.0, 100.0)
 _CV_FOLDS = 3
+# Records learnt per progress report (each block ends with LinUCB's exact refresh: same numbers).
+_PROGRESS_CHUNK = 2000
 
 
 @dataclass(frozen=True)
@@ -127,13 +129,14 @@ def fit_outcomes(
     records: Iterable[Any],
     *,
     choose_ridge: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Teach `policy` each record's quality and `cost_model` its usage; returns a summary.
 
     `featurize(prompt)` gives the policy's context, the same one a live request would get. Records are
     validated against the cost model's arm space and every context is computed and checked before the
     first is learnt. The policy's `warm_start` is used when it has one (LinUCB: one exact refresh at the
-    end), else one `update` per record.
+    end), else one `update` per record. `progress(n)` is called as each block of records has been learnt.
 
     With `choose_ridge`, a LinUCB that has learnt nothing yet first takes the ridge (prior precision) of
     least 3-fold cross-validated error of per-arm ridge regressions on these records, from `FIT_RIDGES`:
@@ -162,11 +165,15 @@ def fit_outcomes(
         ridge_chosen = True
     logged = [(contexts[record.prompt], record.arm_id, record.quality) for record in checked]
     warm_start = getattr(policy, "warm_start", None)
-    if callable(warm_start):
-        warm_start(logged)
-    else:
-        for x, arm_id, quality in logged:
-            policy.update(Decision(arm_id=arm_id, context=x, policy="warm_start"), quality)
+    for start in range(0, len(logged), _PROGRESS_CHUNK):
+        chunk = logged[start : start + _PROGRESS_CHUNK]
+        if callable(warm_start):
+            warm_start(chunk)  # LinUCB: checked again (cheap), learnt, then one exact refresh
+        else:
+            for x, arm_id, quality in chunk:
+                policy.update(Decision(arm_id=arm_id, context=x, policy="warm_start"), quality)
+        if progress is not None:
+            progress(len(chunk))
     cost_observations = 0
     for record in checked:
         if record.input_tokens is None or record.output_tokens is None:

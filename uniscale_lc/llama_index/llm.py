@@ -319,8 +319,8 @@ class UniScaleLLM(FunctionCallingLLM):
         sees the response: a query engine's `Response` or an agent's output carry no decision id.
 
         `feedback(request_id, score)` then scores the last decision made in the block (for a query engine
-        or an agent, the final answer). Works across threads and tasks started inside the block as
-        `contextvars` do; a `request_id=` passed to a call wins.
+        or an agent, the final answer). A contextvar: asyncio tasks and `asyncio.to_thread` inside the
+        block inherit it, plain threads do not; a `request_id=` passed to a call wins.
         """
         if not isinstance(request_id, str) or not request_id:
             raise ConfigError(
