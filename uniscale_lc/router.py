@@ -238,7 +238,7 @@ class Router(RoutingEngine):
         outcome-table directory, of which the arms this router is configured with are taught. Every record
         is checked first: a bad one raises `ConfigError` and nothing is taught. The policy learns each
         quality as it would learn live feedback; usage teaches the cost model. Returns a summary
-        (records, arms_taught, ridge, per-arm counts and means); the state file is saved as after
+        (records, arms_taught, context_ridge, per-arm counts and means); the state file is saved as after
         feedback. `progress(n)` is called as blocks of records are learnt (the CLI's progress).
         """
         if self._shared is not None:

@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"fitted {len(records)} outcomes of {summary['arms_taught']} arms on {len(questions)} questions of "
-        f"{outcomes.dataset} (LinUCB ridge {summary['ridge']:g}); state written to {args.out}\n"
+        f"{outcomes.dataset} (LinUCB context_ridge {summary['context_ridge']:g}); state written to {args.out}\n"
         f"load it with: Router(arms=recorded_arm_space({str(args.data_dir)!r}{options}), "
         f"state_path={str(args.out)!r})"
     )
