@@ -157,7 +157,11 @@ def fit_outcomes(
     if choose_ridge and _learnt_nothing(policy) and len(contexts) >= 2 * _CV_FOLDS:
         ridge = _cross_validated_ridge(checked, contexts, arm_space.ids)
         if ridge != policy.ridge:
+            # The context and arm priors are multiples of ridge: keep their ratios to it.
+            scale = ridge / policy.ridge
             policy.ridge = ridge
+            policy.context_ridge *= scale
+            policy.arm_ridge *= scale
             policy.bind(arm_space, policy.context_dim)  # a policy that learnt nothing loses nothing
         ridge_chosen = True
     logged = [(contexts[record.prompt], record.arm_id, record.quality) for record in checked]
