@@ -30,7 +30,7 @@ from uniscale_lc.client import ModelClient  # noqa: E402
 from uniscale_lc.errors import ConfigError, FeedbackError  # noqa: E402
 from uniscale_lc.llama_index import UniScaleLLM  # noqa: E402
 from uniscale_lc.strategies.config import MajorityVote, Single  # noqa: E402
-from uniscale_lc.testing.openai_server import OpenAIServer, SimulatedModel  # noqa: E402
+from uniscale_lc.testing.openai_server import OpenAIServer, SimulatedModel, echo_answer  # noqa: E402
 
 pytest_plugins = ("fixtures_server",)
 pytestmark = pytest.mark.timeout(120)
@@ -314,6 +314,55 @@ def test_simple_chat_engine_runs_on_uniscale(
     assert _feedback_count(llm) == 2
 
 
+def test_a_query_engine_answer_is_scored_through_a_scoped_request_id(
+    server: OpenAIServer, make_server: MakeServer, model_client: ModelClient
+) -> None:
+    from llama_index.core import Document, VectorStoreIndex
+    from llama_index.core.embeddings import MockEmbedding
+
+    echo = make_server([SimulatedModel("echo", echo_answer)])
+    llm = UniScaleLLM(models=[spec_for(echo, "echo")], client=model_client)
+    try:
+        documents = [Document(text="The vault code is 4711."), Document(text="Cats sleep a lot.")]
+        index = VectorStoreIndex.from_documents(documents, embed_model=MockEmbedding(embed_dim=8))
+        engine = index.as_query_engine(llm=llm, similarity_top_k=2)
+        with llm.scoped_request_id("ticket-9"):
+            answer = engine.query("What is the vault code?")
+        # The echo model repeats the prompt: the retrieved context reached the model through UniScaleLLM.
+        assert "The vault code is 4711." in str(answer) and "What is the vault code?" in str(answer)
+        sent = echo.last_request("echo")
+        assert sent is not None and sent["messages"][0]["role"] == "system"
+        result = llm.feedback("ticket-9", 1.0)
+        assert result.arm_id == "echo|single" and llm.stats()["pending"] == 0
+        outside = llm.complete("no scope here")
+        assert outside.raw["uniscale"]["request_id"] is None
+        with llm.scoped_request_id("ticket-10"):
+            pinned = llm.complete("q", request_id="mine")
+        assert pinned.raw["uniscale"]["request_id"] == "mine"
+        with pytest.raises(ConfigError, match=r"scoped_request_id\.request_id"), llm.scoped_request_id(""):
+            pass
+    finally:
+        llm.close()
+
+
+async def test_a_scoped_request_id_reaches_async_calls_and_tasks(
+    make_llm: Callable[..., UniScaleLLM],
+) -> None:
+    llm, other = make_llm(), make_llm()
+    with llm.scoped_request_id("outer"):
+        direct = await llm.achat([ChatMessage(role="user", content="q")])
+        with llm.scoped_request_id("inner"):
+            task = asyncio.create_task(llm.acomplete("q"))
+        stream = await llm.astream_chat([ChatMessage(role="user", content="q")])
+        streamed = [response async for response in stream]
+        unscoped = await other.acomplete("q")  # another router: not in this scope
+    assert direct.raw["uniscale"]["request_id"] == "outer"
+    assert (await task).raw["uniscale"]["request_id"] == "inner"
+    assert streamed[-1].raw["uniscale"]["request_id"] == "outer"
+    assert unscoped.raw["uniscale"]["request_id"] is None
+    assert llm.feedback("inner", 1.0).decision_id == (await task).raw["decision_id"]
+
+
 def test_predict_and_call_runs_the_tool(server: OpenAIServer, model_client: ModelClient) -> None:
     llm = _tool_llm(server, model_client)
     try:
@@ -420,6 +469,53 @@ async def test_function_agent_loop_sends_tool_results_back(
         await llm.aclose()
 
 
+def test_messages_convert_as_llama_index_openai_does() -> None:
+    from llama_index.core.base.llms.types import ImageBlock, TextBlock, ThinkingBlock, ToolCallBlock
+
+    from uniscale_lc.llama_index.convert import openai_messages
+
+    legacy = {"id": "call_1", "type": "function", "function": {"name": "multiply", "arguments": '{"a": 1}'}}
+    plain = openai_messages(
+        [
+            ChatMessage(
+                role="user",
+                blocks=[
+                    TextBlock(text="what is in "),
+                    TextBlock(text="this?"),
+                    ImageBlock(url="https://x/cat.png"),
+                ],
+            ),
+            ChatMessage(
+                role="assistant",
+                blocks=[
+                    ThinkingBlock(content="hmm"),
+                    ToolCallBlock(tool_call_id="c2", tool_name="f", tool_kwargs={"a": 2}),
+                ],
+            ),
+            ChatMessage(role="tool", content="4", additional_kwargs={"tool_call_id": "c2"}),
+            ChatMessage(role="assistant", content="", additional_kwargs={"tool_calls": [legacy]}),
+            ChatMessage(role=MessageRole.CHATBOT, content="done"),
+        ],
+        "test",
+    )
+    assert plain[0] == {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "what is in "},
+            {"type": "text", "text": "this?"},
+            {"type": "image_url", "image_url": {"url": "https://x/cat.png"}},
+        ],
+    }
+    assert plain[1] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c2", "type": "function", "function": {"name": "f", "arguments": '{"a": 2}'}}],
+    }
+    assert plain[2] == {"role": "tool", "content": "4", "tool_call_id": "c2"}
+    assert plain[3] == {"role": "assistant", "content": None, "tool_calls": [legacy]}
+    assert plain[4] == {"role": "assistant", "content": "done"}
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -473,10 +569,19 @@ def test_construction_errors_name_the_field(server: OpenAIServer, model_client: 
         UniScaleLLM(router=router, colour="red")
     with pytest.raises(ConfigError, match=r"pass a uniscale_lc\.Router"):
         UniScaleLLM(router="router")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=r"UniScaleLLM\.api_key: keys are never held"):
+    # A key goes in api_key (a SecretStr, the default of every ModelSpec without one) or a ModelSpec's
+    # api_key_env; with a router given it belongs to that router, and the error never echoes it.
+    with pytest.raises(ConfigError, match=r"UniScaleLLM\.router: give router") as keyed:
         UniScaleLLM(router=router, api_key="sk-secret")
+    assert "sk-secret" not in str(keyed.value)
+    with pytest.raises(ConfigError, match=r"UniScaleLLM\.openai_api_key: not a field; pass the key as api_key"):
+        UniScaleLLM(models=[spec_for(server, "a")], openai_api_key="sk-secret")
     with pytest.raises(ConfigError, match=r"UniScaleLLM\.models: got no models"):
         UniScaleLLM(models=[])
+    with pytest.raises(ConfigError, match=r"UniScaleLLM\.feedback_fn: must be callable"):
+        UniScaleLLM(router=router, feedback_fn="score it")
+    with pytest.raises(ValueError, match="context_window"):  # pydantic names LlamaIndex-side fields
+        UniScaleLLM(router=router, context_window=0)
     with pytest.raises(ConfigError, match=r"UniScaleLLM\.cost_weight"):
         UniScaleLLM(models=[spec_for(server, "a")], cost_weight=-1.0)
     router.close()

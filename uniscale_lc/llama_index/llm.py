@@ -8,7 +8,9 @@ conventions (chat-first, `complete` through `chat`, `ToolCallBlock`s, token coun
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -56,6 +58,11 @@ _OWN_KWARGS = frozenset(
      "stop", "slo_tpot_ms"}
 )  # fmt: skip
 
+# Request ids set by `UniScaleLLM.scoped_request_id`, per router (copies of an LLM share theirs).
+_SCOPED_REQUEST_IDS: contextvars.ContextVar[tuple[tuple[int, str], ...]] = contextvars.ContextVar(
+    "uniscale_scoped_request_ids", default=()
+)
+
 
 class UniScaleLLM(FunctionCallingLLM):
     """A LlamaIndex LLM that learns online which arm (model x test-time-scaling strategy) to run per request.
@@ -90,7 +97,10 @@ class UniScaleLLM(FunctionCallingLLM):
                 f"{_LABEL}: unknown field(s) {unknown}; use RouterConfig's fields (models, strategies, "
                 "cost_weight, ...), LlamaIndex's LLM fields (system_prompt, callback_manager, ...) or router="
             )
+        if fields.get("feedback_fn") is not None and not callable(fields["feedback_fn"]):
+            raise ConfigError(f"{_LABEL}.feedback_fn: must be callable as fn(messages, response) -> score")
         config_fields = {name: fields.pop(name) for name in list(fields) if name not in own}
+        built = router is None
         if router is None:
             router = Router(RouterConfig(**config_fields), label=_LABEL)
         elif config_fields:
@@ -100,9 +110,12 @@ class UniScaleLLM(FunctionCallingLLM):
             )
         elif not isinstance(router, Router):
             raise ConfigError(f"{_LABEL}.router: got {type(router).__name__}; pass a uniscale_lc.Router")
-        if fields.get("feedback_fn") is not None and not callable(fields["feedback_fn"]):
-            raise ConfigError(f"{_LABEL}.feedback_fn: must be callable as fn(messages, response) -> score")
-        super().__init__(router=router, **fields)
+        try:
+            super().__init__(router=router, **fields)
+        except Exception:
+            if built:
+                router.close()  # a router built here and refused with its LLM must not keep autosaving
+            raise
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> UniScaleLLM:
         # A copy is another face of the same learner: never clone the router (its locks, threads, state).
@@ -201,6 +214,8 @@ class UniScaleLLM(FunctionCallingLLM):
         """Validate and convert one call; a caller's mistake raises before any arm is called."""
         plain = openai_messages(messages, _LABEL)
         options, request_id = _request_options(kwargs)
+        if request_id is None:
+            request_id = dict(_SCOPED_REQUEST_IDS.get()).get(id(self.core))
         # Here too (the router checks again), so that a stream is refused when it is asked for, not at its
         # first chunk: options that are not JSON, an unknown model, tools that no arm takes.
         check_request(plain, options)
@@ -297,6 +312,25 @@ class UniScaleLLM(FunctionCallingLLM):
         return tool_selections(response, error_on_no_tool_call)
 
     # ------------------------------------------------------------------ feedback and the core's faces
+
+    @contextlib.contextmanager
+    def scoped_request_id(self, request_id: str) -> Iterator[None]:
+        """Tag every call of this LLM (and its copies) in the block with `request_id`, for code that never
+        sees the response: a query engine's `Response` or an agent's output carry no decision id.
+
+        `feedback(request_id, score)` then scores the last decision made in the block (for a query engine
+        or an agent, the final answer). A contextvar: asyncio tasks and `asyncio.to_thread` inside the
+        block inherit it, plain threads do not; a `request_id=` passed to a call wins.
+        """
+        if not isinstance(request_id, str) or not request_id:
+            raise ConfigError(
+                f"{_LABEL}.scoped_request_id.request_id: got {request_id!r}; pass a non-empty string"
+            )
+        token = _SCOPED_REQUEST_IDS.set((*_SCOPED_REQUEST_IDS.get(), (id(self.core), request_id)))
+        try:
+            yield
+        finally:
+            _SCOPED_REQUEST_IDS.reset(token)
 
     def feedback(self, key: Any, score: Any) -> FeedbackResult:
         """Score a past answer: `score` is its quality in [0, 1]; the policy learns it.
