@@ -124,14 +124,18 @@ def test_api_key_env_refuses_a_key_without_echoing_it(secret):
     assert secret not in text
     # A key passed to a field that does not exist is not echoed either.
     with pytest.raises(ValidationError) as extra:
-        ModelSpec(model="gpt-4o-mini", api_key=secret)  # type: ignore[call-arg]
+        ModelSpec(model="gpt-4o-mini", openai_api_key=secret)  # type: ignore[call-arg]
     assert secret not in str(extra.value)
+    # The key itself goes in `api_key` (a SecretStr): kept, and never shown or serialised.
+    keyed = ModelSpec(model="gpt-4o-mini", api_key=secret)  # type: ignore[arg-type]
+    assert keyed.resolved_api_key() == secret
+    assert secret not in repr(keyed) + str(keyed) + keyed.model_dump_json() + str(keyed.model_dump())
 
 
 def test_api_key_is_read_from_the_environment_at_call_time(monkeypatch):
     spec = ModelSpec(model="gpt-4o-mini", api_key_env="UNISCALE_TEST_KEY")
     monkeypatch.delenv("UNISCALE_TEST_KEY", raising=False)
-    assert spec.api_key() is None
+    assert spec.resolved_api_key() is None
     monkeypatch.setenv("UNISCALE_TEST_KEY", "value")
-    assert spec.api_key() == "value"
+    assert spec.resolved_api_key() == "value"
     assert "value" not in repr(spec)

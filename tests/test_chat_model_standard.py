@@ -125,14 +125,6 @@ class TestUniScaleChatUnit(ChatModelUnitTests):
         return _params("http://127.0.0.1:9/v1")
 
     @property
-    def standard_chat_model_params(self) -> dict[str, Any]:
-        # Switched off: `api_key`. UniScaleChat never holds keys (each ModelSpec names its environment
-        # variable), and rejects `api_key=` with a ConfigError saying so; everything else is standard.
-        params = dict(super().standard_chat_model_params)
-        params.pop("api_key", None)
-        return params
-
-    @property
     def model_override_value(self) -> str:
         return "beta"
 
@@ -178,7 +170,7 @@ def _spec(name: str = "alpha") -> ModelSpec:
         ({"models": [_spec()], "timeout": 0.0}, r"UniScaleChat\.timeout"),
         ({"models": [_spec()], "policy": object()}, r"UniScaleChat\.policy: got object without `bind`"),
         ({"models": [_spec()], "featurizer": "hashing"}, r"UniScaleChat\.featurizer"),
-        ({"models": [_spec()], "api_key": "sk-secret"}, r"api_key_env='OPENAI_API_KEY'"),
+        ({"models": [_spec()], "openai_api_key": "sk-secret"}, r"openai_api_key: not a field; pass the key as api_key"),
         ({"models": [_spec(), _spec()]}, "duplicate arm id"),
     ],
 )

@@ -24,7 +24,13 @@ from uniscale_lc.client import (
     parse_retry_after,
     plan_calls,
 )
-from uniscale_lc.errors import ConfigError, ModelCallError, ModelTimeoutError, RateLimitedError
+from uniscale_lc.errors import (
+    ConfigError,
+    ModelCallError,
+    ModelTimeoutError,
+    RateLimitedError,
+    RequestRejectedError,
+)
 from uniscale_lc.model_spec import ModelSpec
 from uniscale_lc.redact import redact
 from uniscale_lc.testing.openai_server import OpenAIServer, SimulatedModel
@@ -309,7 +315,7 @@ async def test_400_is_not_retried(openai_server: OpenAIServer, model_client: Mod
     openai_server.set_failure("fixed", "400")
     with pytest.raises(ModelCallError) as info:
         await model_client.acomplete(spec_for(openai_server, "fixed"), USER)
-    assert type(info.value) is ModelCallError
+    assert type(info.value) is RequestRejectedError
     assert info.value.status_code == 400 and not info.value.retryable
     assert openai_server.request_count("fixed") == 1
 

@@ -569,8 +569,13 @@ def test_construction_errors_name_the_field(server: OpenAIServer, model_client: 
         UniScaleLLM(router=router, colour="red")
     with pytest.raises(ConfigError, match=r"pass a uniscale_lc\.Router"):
         UniScaleLLM(router="router")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=r"UniScaleLLM\.api_key: keys are never held"):
+    # A key goes in api_key (a SecretStr, the default of every ModelSpec without one) or a ModelSpec's
+    # api_key_env; with a router given it belongs to that router, and the error never echoes it.
+    with pytest.raises(ConfigError, match=r"UniScaleLLM\.router: give router") as keyed:
         UniScaleLLM(router=router, api_key="sk-secret")
+    assert "sk-secret" not in str(keyed.value)
+    with pytest.raises(ConfigError, match=r"UniScaleLLM\.openai_api_key: not a field; pass the key as api_key"):
+        UniScaleLLM(models=[spec_for(server, "a")], openai_api_key="sk-secret")
     with pytest.raises(ConfigError, match=r"UniScaleLLM\.models: got no models"):
         UniScaleLLM(models=[])
     with pytest.raises(ConfigError, match=r"UniScaleLLM\.feedback_fn: must be callable"):

@@ -267,8 +267,8 @@ def test_config_errors_name_the_router_field_and_a_router_config_builds_it(
         Router(models=[spec_for(server, "a")], cost_weight=-1)
     with pytest.raises(ConfigError, match=r"^Router\.models: got no models"):
         Router()
-    with pytest.raises(ConfigError, match=r"^Router\.api_key"):
-        Router(models=[spec_for(server, "a")], api_key="sk-secret")
+    with pytest.raises(ConfigError, match=r"^Router\.openai_api_key: not a field; pass the key as api_key"):
+        Router(models=[spec_for(server, "a")], openai_api_key="sk-secret")
     config = RouterConfig(models=[spec_for(server, "a")], client=model_client, cost_weight=0.5)
     router = Router(config)
     assert router.config is config and router.stats()["cost_weight"] == 0.5
@@ -307,8 +307,13 @@ def test_a_chat_model_adapts_a_given_router(make_router: Callable[..., Router]) 
     assert chat.router is router and router.stats()["requests"] == 1
     assert message.response_metadata["uniscale"]["decision_id"] in router.pending_decisions
     assert router.feedback(message.response_metadata["uniscale"]["decision_id"], 1.0).quality == 1.0
+    # Per-call fields may differ (a view on the same learner, as LangChain's configured copies are) ...
+    view = UniScaleChat(router=router, cost_weight=0.3)
+    assert view.router is router
+    assert view.invoke("q").response_metadata["uniscale"]["cost_weight"] == pytest.approx(0.3)
+    # ... anything else would need a router of its own.
     with pytest.raises(ConfigError, match=r"UniScaleChat\.router: give router"):
-        UniScaleChat(router=router, cost_weight=0.3)
+        UniScaleChat(router=router, max_fallbacks=5)
 
 
 def test_a_single_arm_router_still_works_end_to_end(server: OpenAIServer, model_client: ModelClient) -> None:

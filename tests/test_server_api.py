@@ -190,6 +190,7 @@ def test_feedback_by_decision_id_and_by_request_id(served: Served) -> None:
         "quality": 0.8,
         "reward": None,
         "duplicate": False,
+        "decisions": 1,
     }
     again = served.post("/v1/feedback", {"decision_id": decision_id, "score": 0.1})
     assert again.status_code == 200 and again.json()["duplicate"] and again.json()["quality"] == 0.8

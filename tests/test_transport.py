@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 
 from uniscale_lc.client import ModelClient, RetryPolicy, StreamDelta
-from uniscale_lc.errors import ConfigError, ModelCallError, ModelTimeoutError, RateLimitedError
+from uniscale_lc.errors import (
+    ConfigError,
+    ModelCallError,
+    ModelTimeoutError,
+    RateLimitedError,
+    RequestRejectedError,
+)
 from uniscale_lc.model_spec import ModelSpec
 from uniscale_lc.testing.openai_server import OpenAIServer, SimulatedModel
 from uniscale_lc.transport_openai import openai_request, served_model_name
@@ -222,7 +228,7 @@ async def test_500_is_retried_400_is_not(
     openai_server.set_failure("fixed", "400")
     with pytest.raises(ModelCallError) as info:
         await client.acomplete(spec, USER)
-    assert type(info.value) is ModelCallError
+    assert type(info.value) is RequestRejectedError
     assert info.value.status_code == 400 and not info.value.retryable
     assert openai_server.request_count("fixed") == 1
 

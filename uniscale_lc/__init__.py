@@ -21,6 +21,7 @@ from .errors import (
     ModelCallError,
     ModelTimeoutError,
     RateLimitedError,
+    RequestRejectedError,
     StateError,
     UniScaleError,
 )
@@ -105,6 +106,7 @@ __all__ = [
     "Policy",
     "RateLimitedError",
     "Reflection",
+    "RequestRejectedError",
     "RetryPolicy",
     "RouteResult",
     "Router",

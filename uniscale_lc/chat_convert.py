@@ -21,6 +21,7 @@ from .feedback import REQUEST_ID_METADATA_KEY
 from .router import Completion, CompletionChunk, RequestOptions
 
 __all__ = [
+    "ROUTING_KWARGS",
     "ai_message",
     "delta_chunk",
     "last_chunk",
@@ -40,8 +41,12 @@ _OWN_KWARGS = frozenset(
         "max_tokens",
         "stream",
         "slo_tpot_ms",
+        "cost_weight",
+        "budget_usd_per_request",
     }
 )
+# Per-call routing controls also read from `config["configurable"]` (never sent to a provider).
+ROUTING_KWARGS = ("cost_weight", "budget_usd_per_request")
 
 
 def run_id_from_message_id(message_id: str | None) -> str | None:
@@ -73,6 +78,8 @@ def request_options(stop: list[str] | None, kwargs: dict[str, Any]) -> RequestOp
         stop=list(stop) if stop else None,
         slo_tpot_ms=kwargs.get("slo_tpot_ms"),
         extra=extra or None,
+        cost_weight=kwargs.get("cost_weight"),
+        budget_usd_per_request=kwargs.get("budget_usd_per_request"),
     )
 
 

@@ -25,10 +25,11 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 
 from .arms import ArmSpace
 from .chat_convert import (
+    ROUTING_KWARGS,
     ai_message,
     delta_chunk,
     last_chunk,
@@ -36,6 +37,7 @@ from .chat_convert import (
     run_id_from_message_id,
     tool_choice_for_openai,
 )
+from .chat_structured import structured_output
 from .core.config import RouterConfig, refuse_secrets
 from .errors import ConfigError, StateError
 from .feedback import REQUEST_ID_METADATA_KEY, FeedbackResult, FeedbackStore
@@ -44,6 +46,22 @@ from .router import Completion, Router, iterate_sync
 __all__ = ["UniScaleChat"]
 
 _LABEL = "UniScaleChat"
+# Fields a configured copy (`configurable_fields`, `with_config`) may set apart from the router it shares:
+# they apply per call. Any other difference would need a router, and so a learner, of its own.
+_PER_CALL_FIELDS = frozenset(
+    {"cost_weight", "budget_usd_per_request", "temperature", "max_tokens", "stop", "slo_tpot_ms"}
+)
+# Fields of the adapter itself, not of the router (the router never sees LangChain messages).
+_ADAPTER_FIELDS = frozenset({"feedback_fn"})
+
+
+def _same(left: Any, right: Any) -> bool:
+    if left is right:
+        return True
+    try:
+        return bool(left == right)
+    except Exception:  # objects whose == is not a truth value
+        return False
 
 
 class UniScaleChat(BaseChatModel, RouterConfig):
@@ -60,6 +78,7 @@ class UniScaleChat(BaseChatModel, RouterConfig):
     router: Router | None = Field(
         default=None, exclude=True, description="the core to adapt; default: one built from these fields"
     )
+    _overrides: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     def __init__(self, **data: Any) -> None:
         refuse_secrets(data, _LABEL)
@@ -74,22 +93,42 @@ class UniScaleChat(BaseChatModel, RouterConfig):
             raise
 
     def model_post_init(self, context: Any, /) -> None:
-        """Build the router from this model's RouterConfig fields, or adopt the one given."""
+        """Build the router from this model's RouterConfig fields, or adopt the one given.
+
+        Adopting one with fields is how LangChain's configured copies (`configurable_fields`,
+        `with_config`) are built: the copy shares the router (one learner, one feedback store), and the
+        fields it sets differently apply per call (only those in `_PER_CALL_FIELDS` may differ).
+        """
         super().model_post_init(context)
         configured = sorted(set(RouterConfig.model_fields) & self.model_fields_set)
         if self.router is None:
             # feedback_fn stays here: it scores LangChain messages, so the adapter calls it (see _score_hook).
-            fields = {name: getattr(self, name) for name in configured if name != "feedback_fn"}
+            fields = {name: getattr(self, name) for name in configured if name not in _ADAPTER_FIELDS}
             self.router = Router(RouterConfig(**fields), label=_LABEL)
-        elif configured:
-            raise ConfigError(
-                f"UniScaleChat.router: give router=Router(...) or its configuration fields, not both "
-                f"(got {configured}); configure the Router itself"
-            )
-        elif not isinstance(self.router, Router):
+            return
+        if not isinstance(self.router, Router):
             raise ConfigError(
                 f"UniScaleChat.router: got {type(self.router).__name__}; pass a uniscale_lc.Router"
             )
+        config = self.router.config
+        differing = [
+            name
+            for name in configured
+            if name not in _ADAPTER_FIELDS and not _same(getattr(self, name), getattr(config, name))
+        ]
+        own_router = [name for name in differing if name not in _PER_CALL_FIELDS]
+        if own_router:
+            raise ConfigError(
+                f"UniScaleChat.router: give router=Router(...) or its configuration fields, not both "
+                f"(got {own_router}); configure the Router itself (only {sorted(_PER_CALL_FIELDS)} may "
+                "differ: they apply per call)"
+            )
+        self._overrides = {name: getattr(self, name) for name in differing}
+        # Mirror the router's configuration, so that copies LangChain makes from this model's fields
+        # carry the same values (and differ only where they are configured to).
+        for name in RouterConfig.model_fields:
+            if name not in self._overrides and name not in _ADAPTER_FIELDS:
+                self.__dict__[name] = getattr(config, name)
 
     @property
     def core(self) -> Router:
@@ -116,30 +155,35 @@ class UniScaleChat(BaseChatModel, RouterConfig):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        config = self.core.config
+        config, overrides = self.core.config, self._overrides
         return {
             "arms": list(self.core.arm_space.ids),
             "policy": type(self.core.policy).__name__,
-            "cost_weight": config.cost_weight,
-            "budget_usd_per_request": config.budget_usd_per_request,
+            "cost_weight": overrides.get("cost_weight", config.cost_weight),
+            "budget_usd_per_request": overrides.get("budget_usd_per_request", config.budget_usd_per_request),
             "max_fallbacks": config.max_fallbacks,
-            "temperature": config.temperature,
-            "max_tokens": config.max_tokens,
+            "temperature": overrides.get("temperature", config.temperature),
+            "max_tokens": overrides.get("max_tokens", config.max_tokens),
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        """Tracing parameters; the model actually run is per response (response_metadata['model_name'])."""
-        config = self.core.config
+        """Tracing parameters, known before the call: the provider is the router ("uniscale"); the model is
+        the one a call pins (`model=`) or the only one configured, else "uniscale". The model that answered
+        is in each response (`response_metadata["model_name"]`)."""
+        config, overrides = self.core.config, self._overrides
         params = LangSmithParams(ls_provider="uniscale", ls_model_type="chat")
         model = kwargs.get("model")
-        params["ls_model_name"] = model if isinstance(model, str) else "uniscale"
-        temperature = kwargs.get("temperature", config.temperature)
+        if not isinstance(model, str):
+            models = self.core.arm_space.models
+            model = models[0].model if len(models) == 1 else "uniscale"
+        params["ls_model_name"] = model
+        temperature = kwargs.get("temperature", overrides.get("temperature", config.temperature))
         if isinstance(temperature, (int, float)):
             params["ls_temperature"] = float(temperature)
-        max_tokens = kwargs.get("max_tokens", config.max_tokens)
+        max_tokens = kwargs.get("max_tokens", overrides.get("max_tokens", config.max_tokens))
         if isinstance(max_tokens, int):
             params["ls_max_tokens"] = max_tokens
-        stops = stop or config.stop
+        stops = stop or overrides.get("stop") or config.stop
         if stops:
             params["ls_stop"] = list(stops)
         return params
@@ -149,11 +193,18 @@ class UniScaleChat(BaseChatModel, RouterConfig):
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
         *,
         tool_choice: dict[str, Any] | str | bool | None = None,
+        strict: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools (converted to OpenAI format). Tools restrict the candidates to Single arms on models
-        with `supports_tools=True`: a vote or a judge over tool calls is not defined."""
-        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        with `supports_tools=True`: a vote or a judge over tool calls is not defined. `strict` goes inside
+        each function definition, as ChatOpenAI sends it (never as a request argument)."""
+        formatted = [convert_to_openai_tool(tool, strict=strict) for tool in tools]
+        if strict is not None:  # a tool given already in OpenAI's format comes back as it was
+            formatted = [
+                {**tool, "function": {**tool["function"], "strict": strict}} if "function" in tool else tool
+                for tool in formatted
+            ]
         if not self.core.tool_arms(self.core.arm_space.ids):
             raise ConfigError(
                 "UniScaleChat.bind_tools: no arm can take tools; tools need a Single() strategy on a "
@@ -164,6 +215,45 @@ class UniScaleChat(BaseChatModel, RouterConfig):
             kwargs["tool_choice"] = choice
         return super().bind(tools=formatted, **kwargs)
 
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type | None = None,
+        *,
+        method: str = "function_calling",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """Structured answers as ChatOpenAI gives them: `method` is "function_calling" (a forced tool call),
+        "json_schema" or "json_mode" (`response_format`, sent only to arms whose ModelSpec has
+        `supports_response_format=True`). See uniscale_lc/chat_structured.py."""
+        if kwargs:
+            raise ConfigError(
+                f"UniScaleChat.with_structured_output: unknown arguments {sorted(kwargs)}; it takes schema, "
+                "method, include_raw and strict"
+            )
+        return structured_output(self, schema, method=method, include_raw=include_raw, strict=strict)
+
+    def invoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        return super().invoke(input, config, stop=stop, **self._from_config(config, kwargs))
+
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        return await super().ainvoke(input, config, stop=stop, **self._from_config(config, kwargs))
+
     def stream(
         self,
         input: LanguageModelInput,
@@ -173,7 +263,7 @@ class UniScaleChat(BaseChatModel, RouterConfig):
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
         # `_stream` gets no run manager in langchain-core's stream(), so pass the request id explicitly.
-        return super().stream(input, config, stop=stop, **self._with_request_id(config, kwargs))
+        return super().stream(input, config, stop=stop, **self._from_config(config, kwargs))
 
     def astream(
         self,
@@ -183,23 +273,46 @@ class UniScaleChat(BaseChatModel, RouterConfig):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
-        return super().astream(input, config, stop=stop, **self._with_request_id(config, kwargs))
+        return super().astream(input, config, stop=stop, **self._from_config(config, kwargs))
 
     @staticmethod
-    def _with_request_id(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-        metadata = (config or {}).get("metadata") or {}
-        request_id = metadata.get(REQUEST_ID_METADATA_KEY)
-        if request_id is not None and REQUEST_ID_METADATA_KEY not in kwargs:
-            return {**kwargs, REQUEST_ID_METADATA_KEY: str(request_id)}
-        return kwargs
+    def _from_config(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The request id from config metadata and the routing controls from `config["configurable"]`
+        (`cost_weight`, `budget_usd_per_request`) as call kwargs; explicit kwargs win."""
+        if not config:
+            return kwargs
+        found: dict[str, Any] = {}
+        request_id = (config.get("metadata") or {}).get(REQUEST_ID_METADATA_KEY)
+        if request_id is not None:
+            found[REQUEST_ID_METADATA_KEY] = str(request_id)
+        configurable = config.get("configurable") or {}
+        for name in ROUTING_KWARGS:
+            if configurable.get(name) is not None:
+                found[name] = configurable[name]
+        return {**found, **kwargs} if found else kwargs
 
     @staticmethod
-    def _run_keys(run_manager: Any, kwargs: dict[str, Any]) -> tuple[str | None, str | None]:
+    def _run_keys(run_manager: Any, kwargs: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+        """(run id, request id, parent run id) of this call."""
         run_id = str(run_manager.run_id) if run_manager is not None else None
+        parent = getattr(run_manager, "parent_run_id", None) if run_manager is not None else None
         request_id = kwargs.pop(REQUEST_ID_METADATA_KEY, None)
         if request_id is None and run_manager is not None:
             request_id = (getattr(run_manager, "metadata", None) or {}).get(REQUEST_ID_METADATA_KEY)
-        return run_id, None if request_id is None else str(request_id)
+        return (
+            run_id,
+            None if request_id is None else str(request_id),
+            None if parent is None else str(parent),
+        )
+
+    def _options(self, stop: list[str] | None, kwargs: dict[str, Any]) -> Any:
+        """The core's options of one call: this copy's per-call fields first, the call's kwargs over them."""
+        for name, value in self._overrides.items():
+            if name == "stop":
+                stop = stop or value
+            else:
+                kwargs.setdefault(name, value)
+        return request_options(stop, kwargs)
 
     # ------------------------------------------------------------------ generation
 
@@ -221,8 +334,9 @@ class UniScaleChat(BaseChatModel, RouterConfig):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        run_id, request_id = self._run_keys(run_manager, kwargs)
+        run_id, request_id, parent_run_id = self._run_keys(run_manager, kwargs)
         run_id = kwargs.pop("_uniscale_run_id", run_id)
+        parent_run_id = kwargs.pop("_uniscale_parent_run_id", parent_run_id)
         answered: list[AIMessage] = []
 
         def score(completion: Completion) -> Any:
@@ -231,10 +345,11 @@ class UniScaleChat(BaseChatModel, RouterConfig):
 
         completion = await self.core.arun(
             self._openai_messages(messages),
-            request_options(stop, kwargs),
+            self._options(stop, kwargs),
             run_id=run_id,
             request_id=request_id,
             score=score if self.feedback_fn is not None else None,
+            parent_run_id=parent_run_id,
         )
         message = answered[0] if answered else ai_message(completion)
         return ChatResult(
@@ -264,8 +379,9 @@ class UniScaleChat(BaseChatModel, RouterConfig):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         """Token chunks for Single arms, one chunk otherwise; then a last chunk with usage and the record."""
-        run_id, request_id = self._run_keys(run_manager, kwargs)
+        run_id, request_id, parent_run_id = self._run_keys(run_manager, kwargs)
         run_id = kwargs.pop("_uniscale_run_id", run_id)
+        parent_run_id = kwargs.pop("_uniscale_parent_run_id", parent_run_id)
         first: list[ChatGenerationChunk] = []
 
         def stamped_run_id() -> str | None:
@@ -279,10 +395,11 @@ class UniScaleChat(BaseChatModel, RouterConfig):
 
         stream = self.core.arun_stream(
             self._openai_messages(messages),
-            request_options(stop, kwargs),
+            self._options(stop, kwargs),
             run_id=run_id if run_id is not None else stamped_run_id,
             request_id=request_id,
             score=score if self.feedback_fn is not None else None,
+            parent_run_id=parent_run_id,
         )
         async for piece in stream:
             chunk = last_chunk(piece.completion) if piece.completion is not None else delta_chunk(piece)
@@ -294,8 +411,8 @@ class UniScaleChat(BaseChatModel, RouterConfig):
 
     def _keys_as_kwargs(self, run_manager: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The sync faces run the async ones without a run manager: carry the run and request ids over."""
-        run_id, request_id = self._run_keys(run_manager, kwargs)
-        keys: dict[str, Any] = {"_uniscale_run_id": run_id}
+        run_id, request_id, parent_run_id = self._run_keys(run_manager, kwargs)
+        keys: dict[str, Any] = {"_uniscale_run_id": run_id, "_uniscale_parent_run_id": parent_run_id}
         if request_id is not None:
             keys[REQUEST_ID_METADATA_KEY] = request_id
         return {**kwargs, **keys}
@@ -344,9 +461,11 @@ class UniScaleChat(BaseChatModel, RouterConfig):
         """What loading `state_path` at construction dropped or kept aside (empty when nothing)."""
         return self.core.load_report
 
-    def fit(self, records: Iterable[Any] | str | Path) -> dict[str, Any]:
+    def fit(
+        self, records: Iterable[Any] | str | Path, *, progress: Callable[[int], None] | None = None
+    ) -> dict[str, Any]:
         """Warm start from labelled outcomes or an outcome-table directory (`Router.fit`, docs/warm_start.md)."""
-        return self.core.fit(records)
+        return self.core.fit(records, progress=progress)
 
     def stats(self) -> dict[str, Any]:
         """Per-arm pulls, failures, feedback count, mean quality, mean reward and total cost."""

@@ -33,7 +33,14 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 from weakref import WeakKeyDictionary
 
-from .errors import ConfigError, ModelCallError, ModelTimeoutError, RateLimitedError, field_error
+from .errors import (
+    ConfigError,
+    ModelCallError,
+    ModelTimeoutError,
+    RateLimitedError,
+    RequestRejectedError,
+    field_error,
+)
 from .model_spec import ModelSpec
 from .prices import lookup_usd_per_mtok
 from .redact import install_log_redaction, redact, remember_secret
@@ -54,6 +61,7 @@ __all__ = [
     "call_cost_usd",
     "empty_usage",
     "gpu_cost_usd",
+    "is_loopback",
     "litellm_model_name",
     "parse_retry_after",
     "plan_calls",
@@ -128,6 +136,9 @@ def _litellm() -> ModuleType:
         # Stop litellm printing "Give Feedback / Get Help" to stdout on every failed call; we log instead.
         litellm.suppress_debug_info = True
         _litellm_module = litellm
+        # atexit runs handlers last-registered first: registered again after litellm's own, the background
+        # loop drains (litellm's logging worker and sessions included) before litellm's exit hooks run.
+        atexit.register(_BACKGROUND.close)
     return _litellm_module
 
 
@@ -300,6 +311,11 @@ def gpu_cost_usd(latency_s: float, gpu_usd_per_hour: float) -> float:
     return max(0.0, latency_s) * gpu_usd_per_hour / 3600.0
 
 
+def is_loopback(api_base: str | None) -> bool:
+    """Whether `api_base` names this machine (a local server needs no key)."""
+    return _is_loopback(api_base)
+
+
 def _is_loopback(api_base: str | None) -> bool:
     if not api_base:
         return False
@@ -402,7 +418,30 @@ def _exception_headers(exc: BaseException) -> Mapping[str, Any] | None:
     return None
 
 
-def _classify(exc: BaseException, secrets: Sequence[str | None]) -> _Failure:
+# Statuses caused by the request itself (bad arguments, unknown model, too large, unprocessable): the caller's
+# mistake, raised as RequestRejectedError; no other arm is tried and the arm is not blamed.
+REQUEST_REJECTED_STATUSES = frozenset({400, 404, 413, 422})
+_CONNECT_ERROR_NAMES = frozenset({"ConnectError", "ClientConnectorError", "ConnectTimeout", "ConnectionError"})
+
+
+def _connection_problem(exc: BaseException) -> str | None:
+    """'refused' or 'failed' when the chain of causes shows the connection never opened; else None.
+
+    litellm reports a refused connection as an InternalServerError (500) and the openai SDK as a bare
+    "Connection error.": the cause chain is the only place that says what happened.
+    """
+    found: str | None = None
+    for inner in _cause_chain(exc):
+        if isinstance(inner, ConnectionRefusedError):
+            return "refused"
+        if type(inner).__name__ in _CONNECT_ERROR_NAMES:
+            found = "failed"
+    return found
+
+
+def _classify(
+    exc: BaseException, secrets: Sequence[str | None], api_base: str | None = None
+) -> _Failure:
     """Map any exception from one attempt to a `_Failure`; the detail is already redacted."""
     name = type(exc).__name__
     text = str(exc)
@@ -427,15 +466,32 @@ def _classify(exc: BaseException, secrets: Sequence[str | None]) -> _Failure:
     status = status if isinstance(status, int) else None
     if isinstance(exc, openai.APITimeoutError):
         return _Failure(ModelTimeoutError, True, status, "timed out", detail)
+    connection = _connection_problem(exc)
+    if connection is not None:
+        where = api_base or "the provider's default endpoint"
+        summary = f"connection {connection} ({where})"
+        if connection == "refused":
+            summary += ": is the server running and is api_base right?"
+        return _Failure(ModelCallError, True, None, summary, detail)
     if isinstance(exc, openai.RateLimitError) or status == 429:
         retry_after = parse_retry_after(_exception_headers(exc))
         return _Failure(RateLimitedError, True, 429, "rate limited (429)", detail, retry_after)
     if isinstance(exc, openai.APIConnectionError):
-        return _Failure(ModelCallError, True, status, "connection failed", detail)
+        return _Failure(ModelCallError, True, status, f"connection failed ({api_base or 'default endpoint'})", detail)
     if status is not None and status >= 500:
         return _Failure(ModelCallError, True, status, f"server error ({status})", detail)
+    if status in REQUEST_REJECTED_STATUSES:
+        return _Failure(RequestRejectedError, False, status, f"request rejected ({status})", detail)
+    if status in (401, 403):
+        return _Failure(
+            ModelCallError,
+            False,
+            status,
+            f"credentials refused ({status}): check the key the ModelSpec names (api_key / api_key_env)",
+            detail,
+        )
     if status is not None and 400 <= status < 500:
-        return _Failure(ModelCallError, status == 408, status, f"request rejected ({status})", detail)
+        return _Failure(ModelCallError, status == 408, status, f"request failed ({status})", detail)
     if isinstance(exc, openai.APIError):
         # An APIError without an HTTP error status: litellm could not parse what came back.
         return _Failure(ModelCallError, True, None, "malformed response", detail)
@@ -635,14 +691,46 @@ class _BackgroundLoop:
             raise
 
     def close(self) -> None:
+        """Drain the loop (HTTP pools closed, pending tasks cancelled and awaited), then stop it.
+
+        Without the drain, tasks still parked on the loop (litellm's logging worker, aiohttp's close
+        waiters) are destroyed with it, and Python prints "Task was destroyed but it is pending" and
+        "Event loop is closed" tracebacks at exit.
+        """
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
-        if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(5.0)
-            if not thread.is_alive():
-                loop.close()
+        if loop is None or thread is None:
+            return
+        if thread.is_alive() and threading.current_thread() is not thread:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(_drain_loop(), loop).result(timeout=5.0)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5.0)
+        if not thread.is_alive():
+            loop.close()
+
+
+async def _drain_loop() -> None:
+    """Close what this loop holds open: litellm's sessions and logging worker, every other task, the
+    async generators (whose finalisers close the openai SDK pools, see transport_openai.py)."""
+    loop = asyncio.get_running_loop()
+    if _litellm_module is not None:
+        with contextlib.suppress(Exception):
+            from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+
+            await asyncio.wait_for(GLOBAL_LOGGING_WORKER.stop(timeout=1.0), 2.0)
+        with contextlib.suppress(Exception):
+            from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
+
+            await asyncio.wait_for(close_litellm_async_clients(), 2.0)
+    current = asyncio.current_task()
+    others = [task for task in asyncio.all_tasks(loop) if task is not current]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+    with contextlib.suppress(Exception):
+        await loop.shutdown_asyncgens()
 
 
 _BACKGROUND = _BackgroundLoop()
@@ -754,7 +842,7 @@ class ModelClient:
 
     @staticmethod
     def _api_key(spec: ModelSpec, target: _Target) -> str | None:
-        key = spec.api_key()
+        key = spec.resolved_api_key()
         if key:
             remember_secret(key)  # so an echo of it is scrubbed from every log line too, ours or a library's
             return key
@@ -847,10 +935,10 @@ class ModelClient:
                     return await self._attempt(spec, target, kwargs, deadline)
                 finally:
                     limit.release()
-            except asyncio.CancelledError:
-                raise
+            except (asyncio.CancelledError, ConfigError):
+                raise  # a ConfigError (no API key) is the caller's to fix: no retry, no model blamed
             except Exception as exc:
-                failure = _classify(exc, secrets)
+                failure = _classify(exc, secrets, spec.api_base)
             # Raised outside the except block so no provider exception (which may quote headers) is chained.
             await asyncio.sleep(
                 self._retry_delay_or_raise(spec, failure, attempt, deadline, retryable=failure.retryable)
@@ -1073,10 +1161,10 @@ class ModelClient:
                 if not yielded:
                     # litellm turns an unparseable or choice-less stream into an empty one that ends in "stop".
                     raise _MalformedResponse("the stream carried no text and no tool call")
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, ConfigError):
                 raise
             except Exception as exc:
-                failure = _classify(exc, secrets)
+                failure = _classify(exc, secrets, spec.api_base)
             finally:
                 if limit is not None:
                     limit.release()

@@ -41,6 +41,14 @@ class RateLimitedError(ModelCallError):
     """The provider answered 429 (rate limited) on every retry."""
 
 
+class RequestRejectedError(ModelCallError):
+    """The provider refused the request itself (HTTP 400, 404, 413, 422): a caller's mistake, not the model's.
+
+    Raised to the caller at once: no other arm is tried, and the arm is neither taught a failure nor counted
+    toward its circuit breaker. `status_code` says which; the message quotes the provider's reason.
+    """
+
+
 class AllArmsFailedError(ModelCallError):
     """Every arm tried for one request failed; `errors` holds (arm_id, error) for each attempt."""
 

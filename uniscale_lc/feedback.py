@@ -6,7 +6,11 @@ be seconds or days later, in another process after a restart. It can be found by
 - its `decision_id` (in `AIMessage.response_metadata["uniscale"]["decision_id"]`);
 - the LangChain run id of the model call (`run_manager.run_id`; also accepted as the message id
   `lc_run--<run id>` or `lc_run--<run id>-0` that LangChain gives the returned `AIMessage`);
-- a caller request id, passed as `config={"metadata": {"uniscale_request_id": "..."}}`.
+- a caller request id, passed as `config={"metadata": {"uniscale_request_id": "..."}}`;
+- the LangChain parent run id of the model call (the chain or agent step that called it).
+
+A request id and a parent run id are group keys: an agent run makes several model calls under one, and
+feedback on it scores every decision still pending under it (`FeedbackResult.decisions` says how many).
 
 Defaults: a pending decision expires after `DEFAULT_TTL_S` (7 days) and at most `DEFAULT_MAX_PENDING`
 (10,000) are kept; beyond that the oldest are dropped first. Feedback on a decision that was already
@@ -60,9 +64,20 @@ class PendingDecision:
     run_id: str | None = None
     request_id: str | None = None
     created_at: float = dataclasses.field(default_factory=time.time)
+    parent_run_id: str | None = None
     # Arms the answer's samples imply would have given the same answer (side_observations.py): the
     # score of this answer teaches them too.
     implied_arms: tuple[str, ...] = ()
+
+    @property
+    def group_keys(self) -> list[str]:
+        """The keys that name this decision together with others (request id, parent run id)."""
+        return [normalise_key(key) for key in (self.request_id, self.parent_run_id) if key]
+
+    @property
+    def all_keys(self) -> list[str]:
+        """Every key besides the decision id that finds this decision."""
+        return [normalise_key(key) for key in (self.run_id, self.request_id, self.parent_run_id) if key]
 
     @property
     def decision_id(self) -> str:
@@ -98,6 +113,7 @@ class PendingDecision:
             "run_id": self.run_id,
             "request_id": self.request_id,
             "created_at": self.created_at,
+            "parent_run_id": self.parent_run_id,
             "implied_arms": list(self.implied_arms),
         }
 
@@ -111,6 +127,7 @@ class PendingDecision:
             run_id=None if data.get("run_id") is None else str(data["run_id"]),
             request_id=None if data.get("request_id") is None else str(data["request_id"]),
             created_at=float(data.get("created_at", 0.0)),
+            parent_run_id=None if data.get("parent_run_id") is None else str(data["parent_run_id"]),
             implied_arms=_arm_ids(data.get("implied_arms", ())),
         )
 
@@ -123,13 +140,18 @@ def _arm_ids(value: Any) -> tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class FeedbackResult:
-    """What one feedback call did: the score learnt, the reward recorded, whether it was a repeat."""
+    """What one feedback call did: the score learnt, the reward recorded, whether it was a repeat.
+
+    Feedback on a group key (request id, parent run id) scores every decision pending under it; the result
+    is that of the last one, and `decisions` says how many were scored.
+    """
 
     decision_id: str
     arm_id: str
     quality: float
     reward: float
     duplicate: bool = False
+    decisions: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -189,7 +211,8 @@ class FeedbackStore:
         self._clock = clock
         self._lock = threading.RLock()
         self._pending: OrderedDict[str, PendingDecision] = OrderedDict()  # by decision id, oldest first
-        self._aliases: dict[str, str] = {}  # run id / request id -> decision id
+        self._aliases: dict[str, str] = {}  # run id -> decision id
+        self._groups: dict[str, list[str]] = {}  # request id / parent run id -> decision ids, oldest first
         self._done: OrderedDict[str, FeedbackResult] = OrderedDict()  # scored, for idempotence
         self._done_aliases: dict[str, str] = {}
         self._aliases_of_done: dict[str, list[str]] = {}  # decision id -> its aliases, for O(1) eviction
@@ -214,9 +237,7 @@ class FeedbackStore:
             dropped = self._expire()
             decision_id = pending.decision_id
             self._pending[decision_id] = pending
-            for alias in (pending.run_id, pending.request_id):
-                if alias:
-                    self._aliases[normalise_key(alias)] = decision_id
+            self._index(pending)
             while len(self._pending) > self.max_pending:
                 _, oldest = self._pending.popitem(last=False)
                 self._forget_aliases(oldest)
@@ -242,20 +263,39 @@ class FeedbackStore:
             dropped.append(oldest)
         return dropped
 
+    def _index(self, pending: PendingDecision) -> None:
+        if pending.run_id:
+            self._aliases[normalise_key(pending.run_id)] = pending.decision_id
+        for group in pending.group_keys:
+            members = self._groups.setdefault(group, [])
+            if pending.decision_id not in members:
+                members.append(pending.decision_id)
+
     def _forget_aliases(self, pending: PendingDecision) -> None:
-        for alias in (pending.run_id, pending.request_id):
-            if alias and self._aliases.get(normalise_key(alias)) == pending.decision_id:
-                del self._aliases[normalise_key(alias)]
+        if pending.run_id and self._aliases.get(normalise_key(pending.run_id)) == pending.decision_id:
+            del self._aliases[normalise_key(pending.run_id)]
+        for group in pending.group_keys:
+            members = self._groups.get(group)
+            if members is not None and pending.decision_id in members:
+                members.remove(pending.decision_id)
+                if not members:
+                    del self._groups[group]
 
     # ------------------------------------------------------------------ lookup and resolution
 
     def find(self, key: Any) -> PendingDecision | None:
         """The pending decision for `key`, or None (no error; see `take` for the strict form)."""
-        name = normalise_key(key)
+        found = self._find_all(normalise_key(key))
+        return found[-1] if found else None
+
+    def _find_all(self, name: str) -> list[PendingDecision]:
+        """The pending decisions `name` finds: one by decision or run id, all of a group, newest last."""
         with self._lock:
             self._expire()
             decision_id = name if name in self._pending else self._aliases.get(name)
-            return None if decision_id is None else self._pending.get(decision_id)
+            if decision_id is not None:
+                return [self._pending[decision_id]]
+            return [self._pending[member] for member in self._groups.get(name, ())]
 
     def previous_result(self, key: Any) -> FeedbackResult | None:
         """The result of earlier feedback on `key`, if it was already scored."""
@@ -286,20 +326,34 @@ class FeedbackStore:
             "kept (FeedbackStore.ttl_s / max_pending)"
         )
 
+    def take_all(self, key: Any) -> list[PendingDecision] | FeedbackResult:
+        """Like `take`, for every decision `key` finds: a group key (request id, parent run id) takes all
+        that are pending under it, oldest first. Raises `FeedbackError` when the key is unknown."""
+        name = normalise_key(key)
+        with self._lock:
+            found = self._find_all(name)
+            if found:
+                for pending in found:
+                    del self._pending[pending.decision_id]
+                    self._forget_aliases(pending)
+                return found
+            previous = self.previous_result(name)
+            if previous is not None:
+                return previous
+        return [self.take(name)]  # type: ignore[list-item]  # raises the standard "no pending decision" error
+
     def restore(self, pending: PendingDecision) -> None:
         """Put back a decision taken by `take` when learning from it failed, so nothing is lost."""
         with self._lock:
             self._pending[pending.decision_id] = pending
             self._pending.move_to_end(pending.decision_id, last=False)
-            for alias in (pending.run_id, pending.request_id):
-                if alias:
-                    self._aliases[normalise_key(alias)] = pending.decision_id
+            self._index(pending)
 
     def mark_done(self, pending: PendingDecision, result: FeedbackResult) -> None:
         """Remember that `pending` was scored, so repeated feedback is answered without relearning."""
         with self._lock:
             self._done[pending.decision_id] = result
-            names = [normalise_key(alias) for alias in (pending.run_id, pending.request_id) if alias]
+            names = pending.all_keys
             for name in names:
                 self._done_aliases[name] = pending.decision_id
             self._aliases_of_done[pending.decision_id] = names
@@ -363,6 +417,7 @@ class FeedbackStore:
                     quality=float(item["quality"]),
                     reward=float(item["reward"]),
                     duplicate=False,
+                    decisions=int(item.get("decisions", 1)),
                 )
             except (KeyError, TypeError, ValueError):
                 continue
@@ -373,11 +428,9 @@ class FeedbackStore:
             aliases_of_done[result.decision_id] = names
         with self._lock:
             self._pending = OrderedDict(sorted(pending.items(), key=lambda kv: kv[1].created_at))
-            self._aliases = {}
+            self._aliases, self._groups = {}, {}
             for entry in self._pending.values():
-                for alias in (entry.run_id, entry.request_id):
-                    if alias:
-                        self._aliases[normalise_key(alias)] = entry.decision_id
+                self._index(entry)
             self._done, self._done_aliases, self._aliases_of_done = done, done_aliases, aliases_of_done
             self._trim_done()
             before = len(self._pending)

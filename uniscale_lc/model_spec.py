@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from .prices import lookup_usd_per_mtok
 
@@ -13,7 +14,10 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ModelSpec(BaseModel):
-    """A model the router may call. Holds the NAME of the API-key variable, never the key itself.
+    """A model the router may call: its name, where it is served, its prices and its key.
+
+    The key is either named (`api_key_env`, read at call time) or given as a `SecretStr` (`api_key`, as
+    LangChain's chat models take it): never serialised, never in a repr, a log or a state file.
 
     Prices default to litellm's table; a self-hosted server may instead give `gpu_usd_per_hour`, in which
     case its cost is latency times that rate.
@@ -29,6 +33,9 @@ class ModelSpec(BaseModel):
     name: str | None = Field(default=None, description="short name used in arm ids; default: `model`")
     api_base: str | None = Field(default=None, description="base URL, e.g. 'http://127.0.0.1:8000/v1'")
     api_key_env: str | None = Field(default=None, description="name of the environment variable with the key")
+    api_key: SecretStr | None = Field(
+        default=None, exclude=True, repr=False, description="the key itself; wins over api_key_env"
+    )
     input_usd_per_mtok: float | None = Field(default=None, ge=0)
     output_usd_per_mtok: float | None = Field(default=None, ge=0)
     params_b: float | None = Field(default=None, gt=0, description="parameters in billions, if known")
@@ -38,6 +45,22 @@ class ModelSpec(BaseModel):
     )
     timeout_s: float = Field(default=60.0, gt=0, le=3600, description="per-call timeout")
     supports_tools: bool = Field(default=True, description="whether tool calls may be sent to this model")
+    supports_response_format: bool = Field(
+        default=True,
+        description="whether `response_format` (JSON mode / JSON schema) may be sent to this model",
+    )
+
+    @field_validator("api_base")
+    @classmethod
+    def _check_api_base(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"api_base must be an http:// or https:// URL with a host, e.g. 'http://{value.split('://')[-1]}'"
+            )
+        return value
 
     @field_validator("api_key_env")
     @classmethod
@@ -94,6 +117,13 @@ class ModelSpec(BaseModel):
         """One price for arm features: input and output weighted 1:3, a typical chat ratio in cost terms."""
         return (float(self.input_usd_per_mtok or 0.0) + 3.0 * float(self.output_usd_per_mtok or 0.0)) / 4.0
 
-    def api_key(self) -> str | None:
-        """Read the key at call time from the environment; it is never stored on this object."""
+    def resolved_api_key(self) -> str | None:
+        """The key to send: `api_key` if given, else `api_key_env` read from the environment now."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value() or None
         return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    @property
+    def key_missing(self) -> bool:
+        """A key variable is named but unset or empty (and no key is given): calls would fail."""
+        return self.api_key is None and bool(self.api_key_env) and not os.environ.get(self.api_key_env or "")

@@ -13,7 +13,9 @@ request builder, one response parser, one retry loop and one error classifier (`
 - errors are the SDK's exceptions, of which litellm's are subclasses, so one classifier serves both.
 
 One `AsyncOpenAI` client (one HTTP connection pool) per (event loop, base URL, key): a pool must not be
-shared across event loops (the sync API runs on its own background loop).
+shared across event loops (the sync API runs on its own background loop). The pools of a loop are closed
+when that loop shuts down its async generators (`asyncio.run` does, and so does the client's background
+loop at exit), so no connection is left open for the garbage collector to warn about.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import hashlib
 import inspect
 import json
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 from weakref import WeakKeyDictionary
@@ -222,6 +224,24 @@ class OpenAITransport:
     def __init__(self) -> None:
         self._clients: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str | None, str], Any]]
         self._clients = WeakKeyDictionary()
+        # One started async generator per loop: the loop finalises it at shutdown, which closes the pools.
+        self._closers: WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None, None]]
+        self._closers = WeakKeyDictionary()
+
+    async def _close_with_loop(self) -> AsyncGenerator[None, None]:
+        """Parked at its yield until the loop's `shutdown_asyncgens()` closes it; then closes the pools."""
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                await self.aclose()
+
+    async def _watch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop in self._closers:
+            return
+        closer = self._closers[loop] = self._close_with_loop()
+        await closer.__anext__()  # started, so the loop tracks it (asyncgen hooks)
 
     def _client(self, provider: str, api_base: str | None, api_key: str | None) -> Any:
         key = _api_key_for(provider, api_key)
@@ -246,6 +266,8 @@ class OpenAITransport:
 
         At most `max_bytes` of the body are read (`ResponseTooLargeError` past them).
         """
+        if asyncio.get_running_loop() not in self._closers:
+            await self._watch_loop()
         client = self._client(provider, kwargs.get("api_base"), kwargs.get("api_key"))
         request = openai_request(served_model, kwargs)
         manager = client.chat.completions.with_streaming_response.create(**request)

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from ..arms import ArmSpace
+from ..arms import Arm, ArmSpace
 from ..breaker import BreakerConfig
 from ..client import ModelClient, RetryPolicy
 from ..errors import ConfigError
@@ -30,6 +30,7 @@ __all__ = [
     "RouterConfig",
     "check_load_signals",
     "check_numbers",
+    "check_per_call_cost",
     "refuse_secrets",
     "resolve_arm_space",
     "resolve_client",
@@ -38,7 +39,8 @@ __all__ = [
 ]
 
 _STRATEGY_TYPES = (Single, BestOfN, MajorityVote, Reflection)
-SECRET_FIELDS = ("api_key", "openai_api_key")
+# Keys under other names than `api_key` are refused (with the fix), so no key hides in an unknown field.
+SECRET_FIELDS = ("openai_api_key",)
 
 
 class RouterConfig(BaseModel):
@@ -54,6 +56,14 @@ class RouterConfig(BaseModel):
     cost_weight: float = Field(default=0.2, description="quality given up for the most expensive arm")
     budget_usd_per_request: float | None = Field(
         default=None, description="target mean spend; a BudgetPacer then adapts cost_weight"
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        description=(
+            "key for every ModelSpec that names none (no api_key, no api_key_env); never serialised or logged"
+        ),
     )
     state_path: str | None = Field(default=None, description="file for learnt state (autosaved)")
     autosave_interval_s: float = Field(
@@ -109,13 +119,20 @@ class RouterConfig(BaseModel):
 
 
 def refuse_secrets(fields: dict[str, Any], label: str) -> None:
-    """Keys never live in the router: it names environment variables instead."""
+    """A key only under `api_key` (a SecretStr) or named by `ModelSpec.api_key_env`; never elsewhere."""
     for secret_field in SECRET_FIELDS:
         if secret_field in fields:
             raise ConfigError(
-                f"{label}.{secret_field}: keys are never held by the chat model; give each "
-                "ModelSpec the NAME of its environment variable, e.g. ModelSpec(..., api_key_env='OPENAI_API_KEY')"
+                f"{label}.{secret_field}: not a field; pass the key as api_key=... (kept as a SecretStr), "
+                "or give each ModelSpec the NAME of its environment variable, e.g. "
+                "ModelSpec(..., api_key_env='OPENAI_API_KEY')"
             )
+
+
+def _with_default_key(model: ModelSpec, key: SecretStr | None) -> ModelSpec:
+    if key is None or model.api_key is not None or model.api_key_env:
+        return model
+    return model.model_copy(update={"api_key": key})
 
 
 def resolve_arm_space(config: RouterConfig, label: str) -> ArmSpace:
@@ -125,7 +142,11 @@ def resolve_arm_space(config: RouterConfig, label: str) -> ArmSpace:
             raise ConfigError(
                 f"{label}.arms: give either arms=ArmSpace(...) or models=[...] (+ strategies), not both"
             )
-        return config.arms
+        if config.api_key is None:
+            return config.arms
+        return ArmSpace(
+            Arm(_with_default_key(arm.model, config.api_key), arm.strategy) for arm in config.arms
+        )
     if not config.models:
         raise ConfigError(
             f"{label}.models: got no models; pass models=[ModelSpec(model='gpt-4o-mini'), ...] "
@@ -138,7 +159,8 @@ def resolve_arm_space(config: RouterConfig, label: str) -> ArmSpace:
                 f"{label}.strategies[{index}]: got {type(strategy).__name__}; use Single(), "
                 "BestOfN(n=...), MajorityVote(n=...) or Reflection(rounds=...)"
             )
-    return ArmSpace.product(config.models, strategies)
+    models = [_with_default_key(model, config.api_key) for model in config.models]
+    return ArmSpace.product(models, strategies)
 
 
 def _check_durations(config: RouterConfig, label: str) -> None:
@@ -162,6 +184,30 @@ def _check_cost(config: RouterConfig, label: str) -> None:
         raise ConfigError(
             f"{label}.budget_usd_per_request: give cost_weight or budget_usd_per_request, not both; "
             "with a budget the cost weight is adapted online"
+        )
+
+
+def check_per_call_cost(
+    cost_weight: float | None, budget_usd_per_request: float | None, label: str
+) -> None:
+    """The per-call routing controls (`invoke(q, cost_weight=...)`): a caller's mistake names the option."""
+    if cost_weight is not None and (
+        isinstance(cost_weight, bool)
+        or not isinstance(cost_weight, (int, float))
+        or not (math.isfinite(cost_weight) and cost_weight >= 0)
+    ):
+        raise ConfigError(
+            f"{label}.cost_weight: got {cost_weight!r} for this call; use a number >= 0 (0.2 means the most "
+            "expensive arm must buy 0.2 more quality)"
+        )
+    if budget_usd_per_request is not None and (
+        isinstance(budget_usd_per_request, bool)
+        or not isinstance(budget_usd_per_request, (int, float))
+        or not (math.isfinite(budget_usd_per_request) and budget_usd_per_request > 0)
+    ):
+        raise ConfigError(
+            f"{label}.budget_usd_per_request: got {budget_usd_per_request!r} for this call; use USD > 0 "
+            "(arms predicted to cost more are left out, the cheapest stays)"
         )
 
 

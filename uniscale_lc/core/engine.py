@@ -23,7 +23,7 @@ from ..autosave import Autosaver
 from ..breaker import CircuitBreakers
 from ..client import empty_usage
 from ..costs import BudgetPacer, CostModel, cost_penalty, estimate_tokens, reward_from
-from ..errors import AllArmsFailedError, ConfigError, FeedbackError, ModelCallError
+from ..errors import AllArmsFailedError, ConfigError, FeedbackError, ModelCallError, RequestRejectedError
 from ..feedback import FeedbackResult, FeedbackStore, PendingDecision, validate_score
 from ..model_spec import ModelSpec
 from ..policy import Decision
@@ -34,6 +34,7 @@ from .config import (
     RouterConfig,
     check_load_signals,
     check_numbers,
+    check_per_call_cost,
     resolve_arm_space,
     resolve_client,
     resolve_featurizer,
@@ -51,7 +52,7 @@ from .results import (
     decision_record,
     plain_usage,
 )
-from .selection import candidate_arms, slo_gated, tool_arms
+from .selection import candidate_arms, slo_gated, tool_arms, within_budget
 from .stats import RouterStats
 
 __all__ = ["RoutingEngine", "ScoreHook", "iterate_sync", "run_sync"]
@@ -89,6 +90,28 @@ def iterate_sync(agen: AsyncIterator[T]) -> Iterator[T]:
                 run_sync(close())
 
 
+def unavailable_models(arm_space: ArmSpace, label: str) -> dict[str, str]:
+    """Models whose key variable is unset (display name -> why), warned about once; every model -> error.
+
+    A request that picked such a model could only fail with a ConfigError, so it is left out of selection
+    from the start (a loopback server needs no key and stays in).
+    """
+    missing: dict[str, str] = {}
+    for spec in arm_space.models:
+        if spec.key_missing and not client_module.is_loopback(spec.api_base):
+            missing[spec.display_name] = (
+                f"ModelSpec.api_key_env names {spec.api_key_env!r}, which is not set; export it "
+                "(or pass api_key=SecretStr(...)) and rebuild"
+            )
+    if missing and len(missing) == len(arm_space.models):
+        raise ConfigError(
+            f"{label}.models: no model is usable: " + "; ".join(f"{n}: {why}" for n, why in missing.items())
+        )
+    for name, why in missing.items():
+        logger.warning("uniscale: %s: model %s is left out of selection: %s", label, name, why)
+    return missing
+
+
 def _decision_key(key: Any) -> Any:
     """Our own result objects name their decision; anything else is a key for the feedback store."""
     if isinstance(key, (Completion, RouteResult)):
@@ -118,6 +141,7 @@ class RoutingEngine:
         """Validate the configuration and build the learning parts; errors name the field and the fix."""
         config, label = self.config, self.label
         self._arm_space = resolve_arm_space(config, label)
+        self._unavailable = unavailable_models(self._arm_space, label)
         check_numbers(config, label)
         self._featurizer = resolve_featurizer(config, label)
         self._policy = resolve_policy(config, label)
@@ -129,6 +153,7 @@ class RoutingEngine:
         self._feedback = FeedbackStore(ttl_s=config.feedback_ttl_s, max_pending=config.max_pending)
         self._breakers = CircuitBreakers(config.breaker) if config.breaker is not None else None
         self._client = resolve_client(config, label)
+        self._policy_name = str(getattr(self._policy, "name", type(self._policy).__name__))
 
     @property
     def arm_space(self) -> ArmSpace:
@@ -171,11 +196,15 @@ class RoutingEngine:
         run_id: str | None = None,
         request_id: str | None = None,
         score: ScoreHook | None = None,
+        parent_run_id: str | None = None,
     ) -> Completion:
-        """One request from a front-end that already holds OpenAI messages; `score` overrides feedback_fn."""
+        """One request from a front-end that already holds OpenAI messages; `score` overrides feedback_fn.
+
+        `parent_run_id` (a LangChain parent run) groups decisions as `request_id` does: feedback on it
+        scores every decision made under it."""
         request = self.prepare(messages, options, request_id)
         outcome = await self._run_with_fallbacks(request)
-        completion, pending = self._finish(request, outcome, run_id)
+        completion, pending = self._finish(request, outcome, run_id, parent_run_id)
         await self._after_answer(self._score_hook(messages, score), completion, pending)
         return completion
 
@@ -187,6 +216,7 @@ class RoutingEngine:
         run_id: RunIdSource = None,
         request_id: str | None = None,
         score: ScoreHook | None = None,
+        parent_run_id: str | None = None,
     ) -> AsyncIterator[CompletionChunk]:
         """Streaming twin of `arun`: a fallback is possible only before the first chunk reached the caller."""
         request = self.prepare(messages, options, request_id)
@@ -242,7 +272,9 @@ class RoutingEngine:
             result = self._streamed_result(arm, sent, raw_calls, finish_reason, usage, started)
             break
         resolved_run_id = run_id() if callable(run_id) else run_id
-        completion, pending = self._finish(request, Outcome(arm, decision, result, failures), resolved_run_id)
+        completion, pending = self._finish(
+            request, Outcome(arm, decision, result, failures), resolved_run_id, parent_run_id
+        )
         await self._after_answer(self._score_hook(messages, score), completion, pending)
         yield CompletionChunk(
             completion=completion, decision_id=completion.decision_id, model=completion.model
@@ -275,7 +307,7 @@ class RoutingEngine:
 
     def candidates(self, tools: bool, model: str | None) -> tuple[str, ...]:
         """The arms a request may use: those of `model` if given, those that take tools if tools are given."""
-        return candidate_arms(self._arm_space, tools, model)
+        return candidate_arms(self._arm_space, tools, model, unavailable=self._unavailable)
 
     def prepare(
         self, messages: list[dict[str, Any]], options: RequestOptions, request_id: str | None
@@ -288,7 +320,17 @@ class RoutingEngine:
             )
         check_request(messages, options)  # likewise a request no provider could take (not JSON, bad tools)
         tools = options.tools or None
-        candidates = self.candidates(bool(tools), options.model)
+        per_call_weight, budget = options.cost_weight, options.budget_usd_per_request
+        if per_call_weight is not None or budget is not None:
+            check_per_call_cost(per_call_weight, budget, self.label)
+        extra = options.extra
+        candidates = candidate_arms(
+            self._arm_space,
+            bool(tools),
+            options.model,
+            response_format=bool(extra) and extra.get("response_format") is not None,  # type: ignore[union-attr]
+            unavailable=self._unavailable,
+        )
         x = self.context(messages)
         gate_record: dict[str, Any] | None = None
         if self.config.load_signals is not None:
@@ -301,16 +343,19 @@ class RoutingEngine:
                 candidates, {arm_id: self._arm_space[arm_id].model.display_name for arm_id in candidates}
             )
         prompt_tokens = estimate_tokens(prompt_text(messages))
-        prediction = self._cost_model.predict(prompt_tokens, candidates)
-        weight = self.cost_weight_now()
-        penalty, reference = cost_penalty(prediction.cost_usd, weight)
+        costs = self._cost_model.predict(prompt_tokens, candidates).cost_usd
+        if budget is not None:
+            keep = within_budget(costs, float(budget))
+            if not keep.all():
+                candidates = tuple(arm_id for arm_id, kept in zip(candidates, keep, strict=True) if kept)
+                costs = costs[keep]
+        weight = float(per_call_weight) if per_call_weight is not None else self.cost_weight_now()
+        penalty, reference = cost_penalty(costs, weight)
         return PreparedRequest(
             x=x,
             candidates=candidates,
-            penalties={arm_id: float(value) for arm_id, value in zip(candidates, penalty, strict=True)},
-            predicted_cost={
-                arm_id: float(value) for arm_id, value in zip(candidates, prediction.cost_usd, strict=True)
-            },
+            penalties=dict(zip(candidates, penalty.tolist(), strict=True)),
+            predicted_cost=dict(zip(candidates, costs.tolist(), strict=True)),
             reference_cost_usd=reference,
             cost_weight=weight,
             prompt_tokens=prompt_tokens,
@@ -319,6 +364,7 @@ class RoutingEngine:
             request_id=request_id,
             slo_gate=gate_record,
             breaker_blocked=blocked,
+            budget_usd_per_request=None if budget is None else float(budget),
         )
 
     def _call_options(self, options: RequestOptions, tools: list[dict[str, Any]] | None) -> CallOptions:
@@ -357,6 +403,12 @@ class RoutingEngine:
         return spec
 
     def _select(self, request: PreparedRequest, remaining: Sequence[str]) -> tuple[Decision, Arm]:
+        if len(remaining) == 1:
+            # One eligible arm: nothing to decide. The decision still carries the context, so feedback on
+            # it teaches the policy as for any other.
+            arm_id = remaining[0]
+            decision = Decision(arm_id=arm_id, context=request.x, policy=self._policy_name)
+            return decision, self._arm_space[arm_id]
         decision = self._policy.select(request.x, list(remaining), request.penalties)
         return decision, self._arm_space[decision.arm_id]
 
@@ -368,7 +420,13 @@ class RoutingEngine:
         error: ModelCallError,
         failures: list[tuple[str, ModelCallError]],
     ) -> list[str]:
-        """Teach the policy that this arm failed (quality 0) and return the arms still worth trying."""
+        """Teach the policy that this arm failed (quality 0) and return the arms still worth trying.
+
+        A request the provider rejected (RequestRejectedError: 400, 404, 413, 422) is the caller's mistake:
+        it is raised as is, and neither the arm nor its breaker learns anything from it."""
+        if isinstance(error, RequestRejectedError):
+            logger.info("uniscale: arm %s rejected the request (%s); not counted as a failure", arm.id, error)
+            raise error
         logger.warning("uniscale: arm %s failed (%s); falling back", arm.id, error)
         failures.append((arm.id, error))
         tried = {arm_id for arm_id, _ in failures}
@@ -408,10 +466,10 @@ class RoutingEngine:
             return Outcome(arm, decision, result, failures)
 
     def _finish(
-        self, request: PreparedRequest, outcome: Outcome, run_id: str | None
+        self, request: PreparedRequest, outcome: Outcome, run_id: str | None, parent_run_id: str | None = None
     ) -> tuple[Completion, PendingDecision]:
         """Record the answered decision and wrap the answer as a Completion."""
-        pending = self._record(request, outcome, run_id)
+        pending = self._record(request, outcome, run_id, parent_run_id)
         result = outcome.result
         completion = Completion(
             text=result.text or "",
@@ -423,15 +481,17 @@ class RoutingEngine:
         )
         return completion, pending
 
-    def _record(self, request: PreparedRequest, outcome: Outcome, run_id: str | None) -> PendingDecision:
+    def _record(
+        self, request: PreparedRequest, outcome: Outcome, run_id: str | None, parent_run_id: str | None = None
+    ) -> PendingDecision:
         """Learn the cost, pace the budget, count the pull, and keep the decision for feedback."""
         if self._breakers is not None:
             self._breakers.record_success(outcome.arm.model.display_name)
         with self._lock:  # one cut: the cost learnt, the pull counted and the decision kept, or none of them
-            return self._record_locked(request, outcome, run_id)
+            return self._record_locked(request, outcome, run_id, parent_run_id)
 
     def _record_locked(
-        self, request: PreparedRequest, outcome: Outcome, run_id: str | None
+        self, request: PreparedRequest, outcome: Outcome, run_id: str | None, parent_run_id: str | None
     ) -> PendingDecision:
         usage = outcome.result.usage
         cost = float(usage["cost_usd"])
@@ -455,6 +515,7 @@ class RoutingEngine:
             cost_weight=request.cost_weight,
             run_id=run_id,
             request_id=request.request_id,
+            parent_run_id=parent_run_id,
             implied_arms=self._implied_arms(outcome, request),
         )
         self._keep_pending(pending, usage, request.prompt_tokens)
@@ -529,29 +590,33 @@ class RoutingEngine:
         key = _decision_key(key)
         quality = validate_score(score)
         if self._shared is not None:
-            result = self._shared.apply_feedback(
+            shared = self._shared.apply_feedback(
                 key,
                 quality,
                 lambda taken, q: reward_from(q, taken.cost_usd, taken.reference_cost_usd, taken.cost_weight),
             )
-            if not result.duplicate:
-                self._stats.scored(result.arm_id, result.quality, result.reward)
-            return result
+            if not shared.duplicate:
+                self._stats.scored(shared.arm_id, shared.quality, shared.reward)
+            return shared
         with self._feedback_lock, self._lock:
-            taken = self._feedback.take(key)
+            taken = self._feedback.take_all(key)
             if isinstance(taken, FeedbackResult):
                 return dataclasses.replace(taken, duplicate=True)
-            reward = reward_from(quality, taken.cost_usd, taken.reference_cost_usd, taken.cost_weight)
-            own, *side = taken.updates(quality)
-            try:
-                self._policy.update(*own)
-            except Exception:
-                self._feedback.restore(taken)
-                raise
-            self._learn_side_observations(side)
-            result = FeedbackResult(taken.decision_id, taken.arm_id, quality, reward)
-            self._feedback.mark_done(taken, result)
-            self._stats.scored(taken.arm_id, quality, reward)
+            result: FeedbackResult | None = None
+            for index, one in enumerate(taken):
+                reward = reward_from(quality, one.cost_usd, one.reference_cost_usd, one.cost_weight)
+                own, *side = one.updates(quality)
+                try:
+                    self._policy.update(*own)
+                except Exception:
+                    for left in taken[index:]:
+                        self._feedback.restore(left)
+                    raise
+                self._learn_side_observations(side)
+                result = FeedbackResult(one.decision_id, one.arm_id, quality, reward, decisions=len(taken))
+                self._feedback.mark_done(one, result)
+                self._stats.scored(one.arm_id, quality, reward)
+        assert result is not None  # take_all returns at least one decision or raises
         return result
 
     def _learn_side_observations(self, updates: Sequence[tuple[Decision, float]]) -> None:

@@ -21,7 +21,11 @@ def explain_rows(
     prompt_tokens: int,
     cost_weight: float,
 ) -> list[dict[str, Any]]:
-    """Predicted quality, bonus, bound, cost, penalty and score per arm, sorted best first."""
+    """Predicted quality, bonus, bound, cost, penalty and score per arm, sorted best first.
+
+    `predicted_quality` is clipped to [0, 1], the range of a quality: a linear model may extrapolate past
+    it. `bound` and `score` are the policy's own, unclipped numbers (what it ranks arms by).
+    """
     ids = list(arm_ids)
     prediction = cost_model.predict(prompt_tokens, ids)
     penalty, _ = cost_penalty(prediction.cost_usd, cost_weight)
@@ -36,7 +40,7 @@ def explain_rows(
     rows: list[dict[str, Any]] = [
         {
             "arm": arm_id,
-            "predicted_quality": float(mean[index]),
+            "predicted_quality": min(1.0, max(0.0, float(mean[index]))),
             "bonus": float(bonus[index]),
             "bound": float(mean[index] + bonus[index]),
             "predicted_cost_usd": float(prediction.cost_usd[index]),

@@ -87,6 +87,9 @@ class RequestOptions:
     stop: list[str] | None = None
     slo_tpot_ms: float | None = None
     extra: Mapping[str, Any] | None = None  # passed to the provider as is
+    # Routing controls for this request only; never sent to a provider.
+    cost_weight: float | None = None
+    budget_usd_per_request: float | None = None
 
 
 @dataclasses.dataclass
@@ -105,6 +108,7 @@ class PreparedRequest:
     request_id: str | None
     slo_gate: dict[str, Any] | None = None
     breaker_blocked: list[str] = dataclasses.field(default_factory=list)
+    budget_usd_per_request: float | None = None
     started: float = dataclasses.field(default_factory=time.perf_counter)
 
 
@@ -155,6 +159,7 @@ def decision_record(
         "predicted_cost_usd": request.predicted_cost.get(arm.id, 0.0),
         "reference_cost_usd": request.reference_cost_usd,
         "cost_weight": request.cost_weight,
+        "budget_usd_per_request": request.budget_usd_per_request,
         "fallbacks": [
             {"arm": arm_id, "error": type(error).__name__, "message": str(error)[:300]}
             for arm_id, error in outcome.failures

@@ -6,12 +6,14 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from ..arms import ArmSpace
 from ..errors import ConfigError
 from ..serving.load import slo_gate
 from ..strategies.config import Single
 
-__all__ = ["candidate_arms", "slo_gated", "tool_arms"]
+__all__ = ["candidate_arms", "slo_gated", "tool_arms", "within_budget"]
 
 
 def tool_arms(arm_space: ArmSpace, arm_ids: Sequence[str]) -> list[str]:
@@ -25,9 +27,25 @@ def tool_arms(arm_space: ArmSpace, arm_ids: Sequence[str]) -> list[str]:
     ]
 
 
-def candidate_arms(arm_space: ArmSpace, tools: bool, model: str | None) -> tuple[str, ...]:
-    """The arms a request may use: those of `model` if given, those that take tools if tools are given."""
-    ids: list[str] = list(arm_space.ids)
+def candidate_arms(
+    arm_space: ArmSpace,
+    tools: bool,
+    model: str | None,
+    *,
+    response_format: bool = False,
+    unavailable: Mapping[str, str] | None = None,
+) -> tuple[str, ...]:
+    """The arms a request may use: those of `model` if given, those that take tools if tools are given,
+    those whose model takes `response_format` if it is set; never a model in `unavailable` (display name
+    -> why, e.g. its key variable is not set)."""
+    ids: Sequence[str] = arm_space.ids
+    if unavailable:
+        if model is not None:
+            for arm_id in ids:
+                spec = arm_space[arm_id].model
+                if spec.display_name in unavailable and model in (spec.model, spec.display_name):
+                    raise ConfigError(f"model: {model!r} is left out: {unavailable[spec.display_name]}")
+        ids = [arm_id for arm_id in ids if arm_space[arm_id].model.display_name not in unavailable]
     if model is not None:
         ids = [
             arm_id
@@ -44,7 +62,22 @@ def candidate_arms(arm_space: ArmSpace, tools: bool, model: str | None) -> tuple
                 "tools: no candidate arm can take tools; tools need a Single() strategy on a ModelSpec "
                 "with supports_tools=True"
             )
+    if response_format:
+        ids = [arm_id for arm_id in ids if arm_space[arm_id].model.supports_response_format]
+        if not ids:
+            raise ConfigError(
+                "response_format: no candidate arm takes it; give a ModelSpec supports_response_format=True, "
+                "or use with_structured_output(method='function_calling')"
+            )
     return tuple(ids)
+
+
+def within_budget(costs: np.ndarray, budget_usd: float) -> np.ndarray:
+    """Which arms are predicted to cost at most `budget_usd`; the cheapest when none is (never none)."""
+    keep = costs <= budget_usd
+    if not keep.any():
+        keep = costs <= costs.min()
+    return keep
 
 
 def slo_gated(

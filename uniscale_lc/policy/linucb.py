@@ -42,6 +42,10 @@ __all__ = ["CONTEXT_RIDGE_RATIO", "LinUCB", "RidgeStats"]
 # an arm's mean and its arm-feature prediction are well determined after a few pulls, while a prompt
 # feature's effect is small and noisy, so it is shrunk harder and buys less exploration.
 CONTEXT_RIDGE_RATIO = 10.0
+# The numerics carry ridges in this range: 1/ridge (the starting inverse) stays finite and far from overflow
+# after updates, and ridge itself stays far above the subnormals (1e-320 made the inverse inf).
+MIN_RIDGE = 1e-8
+MAX_RIDGE = 1e8
 
 # Pending rows folded into the exact Gram matrix at a time: bounds memory per statistic.
 _FLUSH_ROWS = 64
@@ -200,6 +204,7 @@ class RidgeStats:
             raise StateError(
                 f"{owner}: inverse_scale, updates or since_refresh out of range; the file is corrupt"
             )
+        _check_inverse(arrays["inverse"] * scale, self.ridge, owner)
         self._gram, self._inverse, self.target = arrays["gram"], arrays["inverse"], arrays["target"]
         self._scale = scale
         self._pending = 0
@@ -208,6 +213,33 @@ class RidgeStats:
         # from the incrementally updated weights in the last digits.
         self.weights = arrays["weights"] if "weights" in arrays else self.inverse @ self.target
         self.updates = updates
+
+
+def _check_inverse(inverse: np.ndarray, ridge: float, owner: str) -> None:
+    """Refuse a loaded inverse Gram matrix no learning could produce: it must be symmetric, positive
+    definite and at most 1/ridge (the prior bounds it), else every request's bonus would be NaN or inf."""
+    bound = 1.0 / ridge
+    scale = max(bound, float(np.abs(inverse).max(initial=0.0)))
+    tolerance = 1e-9 * scale
+    problem = None
+    if float(np.abs(inverse - inverse.T).max(initial=0.0)) > tolerance:
+        problem = "is not symmetric"
+    else:
+        eye = np.eye(inverse.shape[0])
+        try:
+            np.linalg.cholesky(inverse + tolerance * eye)
+        except np.linalg.LinAlgError:
+            problem = "is not positive definite"
+        else:
+            try:  # inverse <= I / ridge, with room for rounding
+                np.linalg.cholesky((bound * (1.0 + 1e-6)) * eye - inverse + tolerance * eye)
+            except np.linalg.LinAlgError:
+                problem = f"exceeds 1/ridge = {bound:g}"
+    if problem is not None:
+        raise StateError(
+            f"{owner}.inverse {problem}; the state file was edited or corrupt. Restore a backup, or delete "
+            "the file to start learning afresh"
+        )
 
 
 class LinUCB:
@@ -240,16 +272,18 @@ class LinUCB:
     ):
         if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
             raise ConfigError(f"LinUCB.alpha: got {alpha!r}; use a finite number >= 0 (e.g. 0.1 to 1)")
-        if not (isinstance(ridge, (int, float)) and math.isfinite(ridge) and ridge > 0):
-            raise ConfigError(f"LinUCB.ridge: got {ridge!r}; use a finite number > 0 (e.g. 1.0)")
+        if not (isinstance(ridge, (int, float)) and MIN_RIDGE <= ridge <= MAX_RIDGE):
+            raise ConfigError(
+                f"LinUCB.ridge: got {ridge!r}; use a number in [{MIN_RIDGE:g}, {MAX_RIDGE:g}] (e.g. 1.0): "
+                "the inverse Gram matrix starts at 1/ridge and must stay finite"
+            )
         if context_ridge is None:
             context_ridge = CONTEXT_RIDGE_RATIO * float(ridge)
-        if not (
-            isinstance(context_ridge, (int, float)) and math.isfinite(context_ridge) and context_ridge > 0
-        ):
+        top = CONTEXT_RIDGE_RATIO * MAX_RIDGE
+        if not (isinstance(context_ridge, (int, float)) and MIN_RIDGE <= context_ridge <= top):
             raise ConfigError(
-                f"LinUCB.context_ridge: got {context_ridge!r}; use a finite number > 0, or None for "
-                f"{CONTEXT_RIDGE_RATIO:g} x ridge"
+                f"LinUCB.context_ridge: got {context_ridge!r}; use a number in [{MIN_RIDGE:g}, {top:g}], "
+                f"or None for {CONTEXT_RIDGE_RATIO:g} x ridge"
             )
         if not (isinstance(forgetting, (int, float)) and 0 < forgetting <= 1):
             raise ConfigError(f"LinUCB.forgetting: got {forgetting!r}; use a number in (0, 1], e.g. 0.999")

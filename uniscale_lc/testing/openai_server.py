@@ -35,7 +35,16 @@ from typing import Any, Literal, get_args
 from aiohttp import web
 
 FailureKind = Literal[
-    "500", "429", "400", "timeout", "malformed_json", "empty_choices", "truncated_stream", "oversized"
+    "500",
+    "429",
+    "400",
+    "413",
+    "422",
+    "timeout",
+    "malformed_json",
+    "empty_choices",
+    "truncated_stream",
+    "oversized",
 ]
 FAILURE_KINDS: frozenset[str] = frozenset(get_args(FailureKind))
 
@@ -44,6 +53,17 @@ ToolCallFn = Callable[[list[dict[str, Any]], list[dict[str, Any]], random.Random
 
 _TOKEN = re.compile(r"\S+\s*|\s+")
 _HISTORY = 100  # request bodies kept per model for assertions
+# The top-level arguments of OpenAI's chat-completions API (what `strict_params` lets through).
+_OPENAI_REQUEST_ARGUMENTS = frozenset(
+    {
+        "model", "messages", "audio", "frequency_penalty", "function_call", "functions", "logit_bias",
+        "logprobs", "max_completion_tokens", "max_tokens", "metadata", "modalities", "n",
+        "parallel_tool_calls", "prediction", "presence_penalty", "prompt_cache_key", "reasoning_effort",
+        "response_format", "safety_identifier", "seed", "service_tier", "stop", "store", "stream",
+        "stream_options", "temperature", "tool_choice", "tools", "top_logprobs", "top_p", "user",
+        "verbosity", "web_search_options",
+    }
+)  # fmt: skip
 _OVERSIZED_BYTES = 2 * 1024 * 1024
 
 
@@ -89,7 +109,8 @@ class SimulatedModel:
     function) still gets a call with arguments `{}`. `max_running` caps requests processed at once (the rest
     wait, as in vLLM's scheduler, and show as `vllm:num_requests_waiting`). `max_n` caps the choices returned
     whatever `n` asks (servers that ignore `n` behave like `max_n=1`). A "timeout" failure holds the request
-    for `hang_s` seconds or until the server stops.
+    for `hang_s` seconds or until the server stops. `strict_params=True` answers 400 to a request with a
+    top-level argument the OpenAI API does not define, as api.openai.com does.
     """
 
     name: str
@@ -104,6 +125,7 @@ class SimulatedModel:
     max_running: int | None = None
     max_n: int | None = None
     hang_s: float = 3600.0
+    strict_params: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -446,6 +468,12 @@ class OpenAIServer:
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128:
             return _error(400, f"n: got {n!r}; must be an integer in [1, 128]", "BadRequestError")
 
+        if state.config.strict_params:
+            unknown = sorted(set(body) - _OPENAI_REQUEST_ARGUMENTS)
+            if unknown:
+                return _error(
+                    400, f"Unrecognized request argument supplied: {', '.join(unknown)}", "BadRequestError"
+                )
         with self._lock:
             state.requests += 1
             request_no = state.requests
@@ -509,6 +537,10 @@ class OpenAIServer:
             return _error(500, "simulated internal server error", "InternalServerError")
         if failure == "400":
             return _error(400, "simulated bad request", "BadRequestError")
+        if failure == "413":
+            return _error(413, "simulated request too large", "RequestTooLargeError")
+        if failure == "422":
+            return _error(422, "simulated unprocessable request", "UnprocessableEntityError")
         if failure == "429":
             headers = {}
             if config.retry_after_s is not None:
