@@ -3,7 +3,6 @@ answers, and a chat dropped without close() at interpreter exit."""
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from hostile_server import HostileServer
-from reliability_helpers import PRIMARY, PRIMARY_ARM, fault_models, make_router
+from reliability_helpers import BACKUP, PRIMARY, make_router
 
 from uniscale_lc.chat_model import UniScaleChat
 from uniscale_lc.client import ModelClient, RetryPolicy
@@ -27,14 +26,8 @@ HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture
-def server() -> Iterator[OpenAIServer]:
-    with OpenAIServer(models=fault_models()) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _quiet(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.ERROR, logger="uniscale_lc")
+def server(fault_server: OpenAIServer, quiet_fallbacks: None) -> OpenAIServer:
+    return fault_server
 
 
 # ---- 14: what errors echo
@@ -61,19 +54,18 @@ def test_feedback_errors_echo_at_most_a_capped_part_of_the_key_and_huge_scores_a
 
 def test_a_stream_abandoned_after_two_chunks_is_counted_and_can_be_scored(server: OpenAIServer) -> None:
     router = make_router(server)
-    before = server.request_count(PRIMARY)
     stream = router.chat.stream("six times seven?")
     chunks = [next(stream), next(stream)]
     stream.close()
-    calls = server.request_count(PRIMARY) - before
+    calls = server.request_count(PRIMARY) + server.request_count(BACKUP)
     stats = router.chat.stats()
-    arm = stats["arms"][PRIMARY_ARM]
+    pulls = sum(arm["pulls"] for arm in stats["arms"].values())
     print(
         f"\nstream abandoned after 2 chunks: {calls} provider call(s); requests {stats['requests']}, "
-        f"pulls {arm['pulls']}, cost {arm['total_cost_usd']:.3g}, pending {stats['pending']}"
+        f"pulls {pulls}, pending {stats['pending']}"
     )
     assert chunks and calls == 1
-    assert stats["requests"] == 1 and arm["pulls"] == 1 and stats["pending"] == 1
+    assert stats["requests"] == 1 and pulls == 1 and stats["pending"] == 1
     decision_id = chunks[0].response_metadata.get("uniscale", {}).get("decision_id") or chunks[0].id
     assert decision_id
 

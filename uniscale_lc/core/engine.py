@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -217,7 +217,7 @@ class RoutingEngine:
         request_id: str | None = None,
         score: ScoreHook | None = None,
         parent_run_id: str | None = None,
-    ) -> AsyncIterator[CompletionChunk]:
+    ) -> AsyncGenerator[CompletionChunk, None]:
         """Streaming twin of `arun`: a fallback is possible only before the first chunk reached the caller."""
         request = self.prepare(messages, options, request_id)
         remaining: list[str] = list(request.candidates)
