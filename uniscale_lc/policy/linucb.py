@@ -36,12 +36,20 @@ from ..arms import ARM_FEATURE_DIM, ARM_FEATURE_NAMES, ArmSpace
 from ..errors import ConfigError, StateError
 from .base import Decision, argmax_tiebreak, check_context, check_reward, penalty_vector, top_scores
 
-__all__ = ["CONTEXT_RIDGE_RATIO", "LinUCB", "RidgeStats"]
+__all__ = ["ARM_RIDGE_RATIO", "CONTEXT_RIDGE_RATIO", "LinUCB", "RidgeStats"]
 
 # The default prior precision of context weights, as a multiple of `ridge` (docs/policy.md, "Priors"):
 # an arm's mean and its arm-feature prediction are well determined after a few pulls, while a prompt
 # feature's effect is small and noisy, so it is shrunk harder and buys less exploration.
 CONTEXT_RIDGE_RATIO = 10.0
+# The default prior precision of an arm's own mean, as a multiple of `ridge`, when the shared model is on:
+# the per-arm term corrects what the arm's features predict, so a fresh arm starts at that prediction and
+# 300 arms do not each need their own exploration (docs/policy.md, "Priors").
+ARM_RIDGE_RATIO = 10.0
+# The numerics carry ridges in this range: 1/ridge (the starting inverse) stays finite and far from overflow
+# after updates, and ridge itself stays far above the subnormals (1e-320 made the inverse inf).
+MIN_RIDGE = 1e-8
+MAX_RIDGE = 1e8
 
 # Pending rows folded into the exact Gram matrix at a time: bounds memory per statistic.
 _FLUSH_ROWS = 64
@@ -200,6 +208,10 @@ class RidgeStats:
             raise StateError(
                 f"{owner}: inverse_scale, updates or since_refresh out of range; the file is corrupt"
             )
+        # Between refreshes the incremental inverse leaves out the (1 - gamma) prior terms, so under forgetting
+        # its Gram matrix can fall to gamma^refresh_every x the prior (module docstring).
+        floor = self.ridge * self.forgetting**self.refresh_every
+        _check_inverse(arrays["inverse"] * scale, floor, owner)
         self._gram, self._inverse, self.target = arrays["gram"], arrays["inverse"], arrays["target"]
         self._scale = scale
         self._pending = 0
@@ -210,6 +222,33 @@ class RidgeStats:
         self.updates = updates
 
 
+def _check_inverse(inverse: np.ndarray, ridge: float, owner: str) -> None:
+    """Refuse a loaded inverse Gram matrix no learning could produce: it must be symmetric, positive
+    definite and at most 1/ridge (the prior bounds it), else every request's bonus would be NaN or inf."""
+    bound = 1.0 / ridge
+    scale = max(bound, float(np.abs(inverse).max(initial=0.0)))
+    tolerance = 1e-9 * scale
+    problem = None
+    if float(np.abs(inverse - inverse.T).max(initial=0.0)) > tolerance:
+        problem = "is not symmetric"
+    else:
+        eye = np.eye(inverse.shape[0])
+        try:
+            np.linalg.cholesky(inverse + tolerance * eye)
+        except np.linalg.LinAlgError:
+            problem = "is not positive definite"
+        else:
+            try:  # inverse <= I / ridge, with room for rounding
+                np.linalg.cholesky((bound * (1.0 + 1e-6)) * eye - inverse + tolerance * eye)
+            except np.linalg.LinAlgError:
+                problem = f"exceeds 1/ridge = {bound:g}"
+    if problem is not None:
+        raise StateError(
+            f"{owner}.inverse {problem}; the state file was edited or corrupt. Restore a backup, or delete "
+            "the file to start learning afresh"
+        )
+
+
 class LinUCB:
     """Contextual bandit with upper confidence bounds over joint context x arm features.
 
@@ -217,6 +256,8 @@ class LinUCB:
     2 alpha for a unit-norm context) near the [0, 1] range of quality. ridge: prior precision of the arm
     mean and the arm-feature model. context_ridge: prior precision of the weights on prompt features
     (default `CONTEXT_RIDGE_RATIO * ridge`): context effects must earn their place against the arm means.
+    arm_ridge: prior precision of each arm's own deviation from what its features predict (default
+    `ARM_RIDGE_RATIO * ridge` with the shared model, `ridge` without it).
     forgetting: gamma in (0, 1], 1 keeps all evidence; 0.999 halves an observation's weight after ~700
     updates. per_arm: add per-arm terms (hybrid model). shared: use the joint model (turn off for classic
     disjoint LinUCB).
@@ -231,6 +272,7 @@ class LinUCB:
         forgetting: float = 1.0,
         *,
         context_ridge: float | None = None,
+        arm_ridge: float | None = None,
         shared: bool = True,
         per_arm: bool = True,
         shared_context_dim: int = 8,
@@ -240,17 +282,23 @@ class LinUCB:
     ):
         if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
             raise ConfigError(f"LinUCB.alpha: got {alpha!r}; use a finite number >= 0 (e.g. 0.1 to 1)")
-        if not (isinstance(ridge, (int, float)) and math.isfinite(ridge) and ridge > 0):
-            raise ConfigError(f"LinUCB.ridge: got {ridge!r}; use a finite number > 0 (e.g. 1.0)")
+        if not (isinstance(ridge, (int, float)) and MIN_RIDGE <= ridge <= MAX_RIDGE):
+            raise ConfigError(
+                f"LinUCB.ridge: got {ridge!r}; use a number in [{MIN_RIDGE:g}, {MAX_RIDGE:g}] (e.g. 1.0): "
+                "the inverse Gram matrix starts at 1/ridge and must stay finite"
+            )
         if context_ridge is None:
             context_ridge = CONTEXT_RIDGE_RATIO * float(ridge)
-        if not (
-            isinstance(context_ridge, (int, float)) and math.isfinite(context_ridge) and context_ridge > 0
-        ):
-            raise ConfigError(
-                f"LinUCB.context_ridge: got {context_ridge!r}; use a finite number > 0, or None for "
-                f"{CONTEXT_RIDGE_RATIO:g} x ridge"
-            )
+        if arm_ridge is None:
+            # Without the shared model nothing predicts a fresh arm's mean: its own prior stays `ridge`.
+            arm_ridge = (ARM_RIDGE_RATIO if shared else 1.0) * float(ridge)
+        top = max(CONTEXT_RIDGE_RATIO, ARM_RIDGE_RATIO) * MAX_RIDGE
+        for name, value in (("context_ridge", context_ridge), ("arm_ridge", arm_ridge)):
+            if not (isinstance(value, (int, float)) and MIN_RIDGE <= value <= top):
+                raise ConfigError(
+                    f"LinUCB.{name}: got {value!r}; use a number in [{MIN_RIDGE:g}, {top:g}], or None for "
+                    "the default multiple of ridge"
+                )
         if not (isinstance(forgetting, (int, float)) and 0 < forgetting <= 1):
             raise ConfigError(f"LinUCB.forgetting: got {forgetting!r}; use a number in (0, 1], e.g. 0.999")
         if not (shared or per_arm):
@@ -260,6 +308,7 @@ class LinUCB:
         self.alpha = float(alpha)
         self.ridge = float(ridge)
         self.context_ridge = float(context_ridge)
+        self.arm_ridge = float(arm_ridge)
         self.forgetting = float(forgetting)
         self.shared = shared
         self.per_arm = per_arm
@@ -279,6 +328,7 @@ class LinUCB:
             "alpha": self.alpha,
             "ridge": self.ridge,
             "context_ridge": self.context_ridge,
+            "arm_ridge": self.arm_ridge,
             "forgetting": self.forgetting,
             "shared": self.shared,
             "per_arm": self.per_arm,
@@ -317,7 +367,7 @@ class LinUCB:
             )
             # Per-arm features are [1, x]: the arm's own mean, then its prompt-feature weights.
             self._arm_prior = np.full(augmented, self.context_ridge)
-            self._arm_prior[0] = self.ridge
+            self._arm_prior[0] = self.arm_ridge
             self._arm_stats: dict[str, RidgeStats] = {}
             self._slot_of: dict[str, int] = {}
             # Scoring copies of the per-arm inverses: the upper triangle only, off-diagonal entries
@@ -629,6 +679,8 @@ class LinUCB:
         if "ridge" in saved_config and "context_ridge" not in saved_config:
             # Saved before context priors existed: its Gram matrices hold ridge * I, so keep that prior.
             saved_config["context_ridge"] = saved_config["ridge"]
+        if "ridge" in saved_config and "arm_ridge" not in saved_config:
+            saved_config["arm_ridge"] = saved_config["ridge"]
         fresh = LinUCB(
             **{
                 **self.config(),
@@ -656,6 +708,7 @@ class LinUCB:
             "alpha",
             "ridge",
             "context_ridge",
+            "arm_ridge",
             "forgetting",
             "shared",
             "per_arm",
