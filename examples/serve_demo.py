@@ -19,7 +19,7 @@ import sys
 from uniscale_lc import HashingFeaturizer, LinUCB, MajorityVote, Router, Single
 from uniscale_lc.demo.pool import SimulatedPool
 from uniscale_lc.demo.problems import generate_problems
-from uniscale_lc.demo.run import COST_WEIGHT, LINUCB_ALPHA, STATS_WEIGHT
+from uniscale_lc.demo.run import COST_WEIGHT, STATS_WEIGHT
 
 PROBLEMS = generate_problems(200, seed=0)
 
@@ -30,7 +30,7 @@ atexit.register(pool.stop)
 router = Router(
     models=pool.specs(),
     strategies=[Single(), MajorityVote(n=5)],
-    policy=LinUCB(alpha=LINUCB_ALPHA, seed=0),
+    policy=LinUCB(seed=0),  # the library defaults, as the demo (uniscale_lc/demo/run.py) uses
     featurizer=HashingFeaturizer(stats_weight=STATS_WEIGHT),
     cost_weight=COST_WEIGHT,
     state_path=os.environ.get("UNISCALE_STATE_PATH") or None,

@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = router.fit(outcome_records(outcomes, labelled))
         print(
             f"fitted {summary['records']} outcomes of {summary['arms_taught']} arms "
-            f"(ridge {summary['ridge']:g}, chosen by cross-validation: {summary['ridge_chosen_by_cv']})"
+            f"(context_ridge {summary['context_ridge']:g}, chosen by cross-validation: "
+            f"{summary['context_ridge_chosen_by_cv']})"
         )
         router.save(state)
         router.close()

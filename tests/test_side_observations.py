@@ -174,11 +174,11 @@ def _space() -> ArmSpace:
 
 def test_context_weights_are_shrunk_harder_than_arm_means() -> None:
     policy = LinUCB(ridge=1.0)
-    assert policy.context_ridge == 10.0
+    assert policy.context_ridge == 10.0 and policy.arm_ridge == 10.0
     policy.bind(_space(), 4)
     policy.select(np.zeros(4))  # creates per-arm statistics
     stats = next(iter(policy._arm_stats.values()))
-    assert np.allclose(np.diag(stats.gram), [1.0, 10.0, 10.0, 10.0, 10.0])
+    assert np.allclose(np.diag(stats.gram), [10.0, 10.0, 10.0, 10.0, 10.0])  # arm mean: arm_ridge
     shared = np.diag(policy._shared_stats.gram)
     assert np.all(shared[: len(shared) // policy._projection.shape[0]] == 1.0) and shared.max() == 10.0
     # The posterior mean of a per-arm fit is the closed-form ridge with that diagonal prior.
@@ -195,7 +195,7 @@ def test_context_weights_are_shrunk_harder_than_arm_means() -> None:
     # Two-stage hybrid: per-arm terms regress the residual the shared model left at each step; check the
     # shared stage exactly and that the per-arm prior is the diagonal one.
     assert np.allclose(policy._shared_stats.weights, shared_w, atol=1e-8)
-    assert np.allclose(np.diag(policy._arm_stats[arm].gram) - np.diag(design.T @ design), [1, 10, 10, 10, 10])
+    assert np.allclose(np.diag(policy._arm_stats[arm].gram) - np.diag(design.T @ design), [10, 10, 10, 10, 10])
 
 
 def test_a_state_saved_before_context_priors_loads_with_its_own_prior() -> None:
@@ -204,15 +204,43 @@ def test_a_state_saved_before_context_priors_loads_with_its_own_prior() -> None:
     policy.update(policy.select(np.ones(4) * 0.1), 1.0)
     state = policy.state_dict()
     del state["config"]["context_ridge"]  # the layout of files written before this change
+    del state["config"]["arm_ridge"]
     loaded = LinUCB()
     loaded.bind(_space(), 4)
     loaded.load_state_dict(state)
-    assert loaded.ridge == 2.0 and loaded.context_ridge == 2.0
+    assert loaded.ridge == 2.0 and loaded.context_ridge == 2.0 and loaded.arm_ridge == 2.0
     assert np.allclose(loaded._shared_stats.prior, 2.0)
+    assert np.allclose(loaded._arm_prior, 2.0)
 
 
-def test_context_ridge_is_validated() -> None:
+def test_context_and_arm_ridges_are_validated() -> None:
     with pytest.raises(Exception, match="context_ridge"):
         LinUCB(context_ridge=0.0)
     with pytest.raises(Exception, match="context_ridge"):
         LinUCB(context_ridge=float("nan"))
+    with pytest.raises(Exception, match="arm_ridge"):
+        LinUCB(arm_ridge=-1.0)
+
+
+def test_a_fresh_arm_starts_at_what_its_features_predict() -> None:
+    """Priors from arm features: after the cheap model's Single and vote were taught, an untried arm of a
+    dearer, larger model is predicted from the shared model, and a strong arm prior keeps it there."""
+    space = _space()
+    dear_vote = Arm(space["large|single"].model, MajorityVote(n=5))
+    space.add(dear_vote)
+    bonuses = []
+    for arm_ridge in (1.0, 10.0):
+        policy = LinUCB(alpha=1.0, arm_ridge=arm_ridge)
+        policy.bind(space, 4)
+        x = np.zeros(4)
+        for _ in range(30):
+            policy.update(Decision(arm_id="small|single", context=x), 0.3)
+            policy.update(Decision(arm_id="small|majority_vote(n=5)", context=x), 0.5)
+            policy.update(Decision(arm_id="large|single", context=x), 0.9)
+        ids, mean, bonus, _ = policy.score(x)
+        untried = ids.index(dear_vote.id)
+        # The vote of the large model is predicted above the small model's arms (features transfer) ...
+        assert mean[untried] > mean[ids.index("small|majority_vote(n=5)")]
+        bonuses.append(bonus[untried])
+    # ... and its exploration bonus is narrower the stronger the arm prior.
+    assert bonuses[1] < 0.9 * bonuses[0]

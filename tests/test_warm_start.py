@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import uniscale_lc.replay.warm as warm_module
 from uniscale_lc import ModelSpec, Router
 from uniscale_lc.arms import Arm, ArmSpace
 from uniscale_lc.costs import CostModel
@@ -132,7 +133,8 @@ def test_disjoint_warm_start_equals_closed_form_ridge_per_arm() -> None:
         rows = [r for r in records if r.arm_id == arm]
         x_aug = np.array([[1.0, *table[r.prompt]] for r in rows])
         y = np.array([r.quality for r in rows])
-        # The prior: ridge on the arm's mean, context_ridge (10 x ridge by default) on prompt weights.
+        # The prior: ridge on the arm's mean (disjoint: nothing else predicts it), context_ridge (10 x ridge by
+        # default) on prompt weights.
         prior = np.diag([2.0, 20.0, 20.0, 20.0])
         weights = np.linalg.solve(x_aug.T @ x_aug + prior, x_aug.T @ y)
         assert mean[ids.index(arm)] == pytest.approx(float(np.array([1.0, *probe]) @ weights), abs=1e-6)
@@ -159,7 +161,7 @@ def test_shared_warm_start_equals_closed_form_ridge_on_joint_features() -> None:
         assert mean[ids.index(arm)] == pytest.approx(float(joint(probe, arm) @ weights), abs=1e-6)
 
 
-def test_fit_chooses_the_ridge_by_cross_validation_only_on_a_policy_that_learnt_nothing() -> None:
+def test_fit_chooses_the_context_ridge_by_cross_validation_only_on_a_policy_that_learnt_nothing() -> None:
     rng = np.random.default_rng(5)
     prompts = [f"question {i}" for i in range(60)]
     table, featurize = lookup_featurizer(rng, prompts, dim=12)
@@ -172,16 +174,17 @@ def test_fit_chooses_the_ridge_by_cross_validation_only_on_a_policy_that_learnt_
     design = np.array([table[p] for p in prompts])
     quality = np.array([[r.quality for r in records if r.prompt == p] for p in prompts])
     expected, errors = cv_ridge(design, quality, FIT_RIDGES, 3)
-    assert summary["ridge_chosen_by_cv"] and summary["ridge"] == expected == policy.ridge == 100.0
+    assert summary["context_ridge_chosen_by_cv"]
+    assert summary["context_ridge"] == expected == policy.context_ridge == 100.0 and policy.ridge == 1.0
     assert errors.argmin() == 2
-    # A signal in one feature with many samples: the default ridge of 1 fits best.
+    # A signal in one feature with many samples: a lighter prior than for noise fits best.
     signal = [LabelledOutcome(p, arm, float(table[p][0] > 0)) for p in prompts for arm in (ARM_A, ARM_B)]
     fresh = LinUCB()
     fresh.bind(space, 12)
-    assert fit_outcomes(fresh, CostModel(space), featurize, signal)["ridge"] < 100.0
-    # Already taught: re-binding would lose what it learnt, so the ridge is kept.
+    assert fit_outcomes(fresh, CostModel(space), featurize, signal)["context_ridge"] < 100.0
+    # Already taught: re-binding would lose what it learnt, so the prior is kept.
     again = fit_outcomes(policy, CostModel(space), featurize, signal)
-    assert not again["ridge_chosen_by_cv"] and policy.ridge == 100.0
+    assert not again["context_ridge_chosen_by_cv"] and policy.context_ridge == 100.0
     assert policy.state_dict()["shared"]["updates"] == 2 * len(records)
 
 
@@ -217,7 +220,7 @@ def test_fit_save_load_round_trip(tmp_path: Path) -> None:
     assert router.stats()["warm_start_records"] == 40
     router.close()
     explained = {row["arm"]: row for row in router.explain("maths 7: 7 * 3")}
-    assert explained[ARM_B]["predicted_quality"] > explained[ARM_A]["predicted_quality"] + 0.5
+    assert explained[ARM_B]["predicted_quality"] > explained[ARM_A]["predicted_quality"] + 0.3  # shrunk by the priors
     loaded = Router(arms=two_arm_space(), state_path=str(state))
     assert loaded.stats()["warm_start_records"] == 40
     reloaded = {row["arm"]: row for row in loaded.explain("maths 7: 7 * 3")}
@@ -227,6 +230,16 @@ def test_fit_save_load_round_trip(tmp_path: Path) -> None:
         )
         assert reloaded[arm]["predicted_cost_usd"] == pytest.approx(explained[arm]["predicted_cost_usd"])
     loaded.close()
+
+
+def test_the_chat_model_fits_through_its_router() -> None:
+    from uniscale_lc import UniScaleChat
+
+    chat = UniScaleChat(arms=two_arm_space())
+    summary = chat.fit([("What is 2 + 2?", ARM_A, 1.0), ("What is 2 + 2?", ARM_B, 0.0)] * 4)
+    assert summary["records"] == 8 and chat.stats()["warm_start_records"] == 8
+    assert chat.core.stats()["warm_start_records"] == 8
+    chat.close()
 
 
 # ----------------------------------------------------------------------------- tables and the CLI
@@ -374,6 +387,18 @@ def test_warm_learners_are_scored_on_held_out_questions_only(table_dir: Path) ->
     # RouteLLM's two-model measures for the warm learners use the held-out anchors: big only where needed.
     reduction = report["two_model"]["learners"]["offline_router"]["cost_reduction_at_95pct_strong"]
     assert 0.4 < reduction < 0.6
+
+
+def test_the_cached_fit_gives_the_same_run_as_a_fresh_fit(table_dir: Path) -> None:
+    env = ReplayEnvironment.from_directory(table_dir, ReplayConfig())
+    config = ReplayConfig(seeds=1, workers=1)
+    warm_module._FITTED.clear()
+    first = run_warm_learner(env, "uniscale_warm", 0, 0.0, config)  # fits, then caches
+    cached = run_warm_learner(env, "uniscale_warm", 0, 0.0, config)
+    warm_module._FITTED.clear()
+    refitted = run_warm_learner(env, "uniscale_warm", 0, 0.0, config)
+    for trace in (cached, refitted):
+        assert np.array_equal(trace.arm, first.arm) and np.array_equal(trace.reward, first.reward)
 
 
 def test_shared_gsm8k_warm_learners_run_on_held_out_questions(shared_data_dir: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -228,7 +228,9 @@ class Router(RoutingEngine):
 
     # ------------------------------------------------------------------ warm start
 
-    def fit(self, records: Iterable[Any] | str | Path) -> dict[str, Any]:
+    def fit(
+        self, records: Iterable[Any] | str | Path, *, progress: Callable[[int], None] | None = None
+    ) -> dict[str, Any]:
         """Warm start from labelled outcomes (an eval set) before or between live requests; see docs/warm_start.md.
 
         `records`: `LabelledOutcome`s, dicts with prompt / arm_id / quality (and optionally cost_usd,
@@ -236,7 +238,8 @@ class Router(RoutingEngine):
         outcome-table directory, of which the arms this router is configured with are taught. Every record
         is checked first: a bad one raises `ConfigError` and nothing is taught. The policy learns each
         quality as it would learn live feedback; usage teaches the cost model. Returns a summary
-        (records, arms_taught, per-arm counts and means); the state file is saved as after feedback.
+        (records, arms_taught, context_ridge, per-arm counts and means); the state file is saved as after
+        feedback. `progress(n)` is called as blocks of records are learnt (the CLI's progress).
         """
         if self._shared is not None:
             raise ConfigError(
@@ -248,7 +251,11 @@ class Router(RoutingEngine):
 
             records = directory_records(records, self._arm_space.ids)
         summary = fit_outcomes(
-            self._policy, self._cost_model, lambda prompt: self.context(as_messages(prompt)), records
+            self._policy,
+            self._cost_model,
+            lambda prompt: self.context(as_messages(prompt)),
+            records,
+            progress=progress,
         )
         self._stats.warm_started(summary["records"])
         self._autosave()

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import stat
 import tempfile
 import tokenize
 import zipfile
@@ -26,7 +27,15 @@ import numpy as np
 
 from .errors import StateError
 
-__all__ = ["FORMAT", "MAX_STATE_BYTES", "VERSION", "load_state", "save_state", "state_lock"]
+__all__ = [
+    "FORMAT",
+    "MAX_STATE_BYTES",
+    "VERSION",
+    "load_state",
+    "resolve_state_path",
+    "save_state",
+    "state_lock",
+]
 
 FORMAT = "uniscale-lc-state"
 VERSION = 1
@@ -69,16 +78,25 @@ def _flatten(value: Any, arrays: list[np.ndarray], where: str) -> Any:
     )
 
 
-def _restore(value: Any, arrays: Mapping[int, np.ndarray]) -> Any:
+def _restore(value: Any, arrays: Mapping[int, np.ndarray], used: set[int] | None = None) -> Any:
+    """Put the arrays back into the tree. Each is referenced exactly once, as `save_state` writes them: one
+    array shared by many references would be copied once per reference on loading (a 197 KB file asked for
+    2.8 GB), so the decoded size stays the file's unpacked size, which `load_state` has already bounded."""
+    used = set() if used is None else used
     if isinstance(value, dict):
         if set(value) == {_ARRAY_KEY}:
             index = value[_ARRAY_KEY]
-            if not isinstance(index, int) or index not in arrays:
+            if isinstance(index, bool) or not isinstance(index, int) or index not in arrays:
                 raise StateError(f"meta.json refers to array {index!r}, which the file does not hold")
+            if index in used:
+                raise StateError(
+                    f"meta.json refers to array {index} more than once; uniscale-lc writes each array once"
+                )
+            used.add(index)
             return arrays[index]
-        return {key: _restore(item, arrays) for key, item in value.items()}
+        return {key: _restore(item, arrays, used) for key, item in value.items()}
     if isinstance(value, list):
-        return [_restore(item, arrays) for item in value]
+        return [_restore(item, arrays, used) for item in value]
     return value
 
 
@@ -105,15 +123,55 @@ def _remove_orphaned_temporaries(target: Path) -> None:
                     os.unlink(entry.path)
 
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NO_WRITE_ACCESS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def resolve_state_path(path: str | os.PathLike[str]) -> Path:
+    """The file a state path names: symlinks are followed (docs/reliability.md, "Symlinks"), so a save
+    replaces the link's target and the link stays; the lock and temporary files live beside the target."""
+    return Path(os.path.realpath(os.fspath(path)))
+
+
+def _open_lock(lock_path: Path, *, for_write: bool) -> int | None:
+    """A descriptor of the lock file, never through a symlink and only on a regular file.
+
+    For loading, a folder without write access (a read-only filesystem) needs no lock file: None then, and
+    the single open-and-read of the state file is still atomic against a writer's rename.
+    """
+    try:
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _NONBLOCK | _CLOEXEC, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise StateError(
+                f"state lock {lock_path} is a symbolic link; uniscale-lc never writes through one. Remove it"
+            ) from None
+        if for_write or error.errno not in _NO_WRITE_ACCESS:
+            raise
+        try:  # an existing lock can still be shared from a read-only descriptor
+            descriptor = os.open(lock_path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC)
+        except OSError:
+            return None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise StateError(f"state lock {lock_path} is not a regular file; remove it")
+    return descriptor
+
+
 @contextlib.contextmanager
-def state_lock(path: Path) -> Iterator[None]:
+def state_lock(path: Path, *, for_write: bool = True) -> Iterator[None]:
     """Exclusive advisory lock on `<path>.lock`, so two processes never interleave save and load."""
-    lock_path = path.with_name(path.name + ".lock")
-    with open(lock_path, "a+b") as handle:
+    descriptor = _open_lock(path.with_name(path.name + ".lock"), for_write=for_write)
+    if descriptor is None:
+        yield
+        return
+    try:
         try:
             import fcntl
 
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
         except ImportError:  # pragma: no cover - non-POSIX: the atomic rename still prevents torn files
             pass
         try:
@@ -122,16 +180,38 @@ def state_lock(path: Path) -> Iterator[None]:
             with contextlib.suppress(ImportError, OSError):
                 import fcntl
 
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+                fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
+
+
+def _not_regular(path: Path) -> str | None:
+    """What `path` is when it exists and is not a regular file (a FIFO would hang a reader), else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device or other special file"
 
 
 def save_state(path: str | os.PathLike[str], tree: Mapping[str, Any]) -> Path:
     """Write `tree` to `path` atomically (temp file in the same folder, fsync, rename, fsync folder)."""
-    target = Path(path)
+    target = resolve_state_path(path)
     if target.is_dir():
         raise StateError(
             f"state_path: {target} is a directory; give a file path such as {target / 'uniscale.npz'}"
         )
+    kind = _not_regular(target)
+    if kind is not None:
+        raise StateError(f"state_path: {target} is {kind}, not a regular file; point state_path at a file")
     arrays: list[np.ndarray] = []
     meta = {"format": FORMAT, "version": VERSION, "state": _flatten(dict(tree), arrays, "state")}
     meta_bytes = json.dumps(meta, allow_nan=False, separators=(",", ":")).encode("utf-8")
@@ -179,9 +259,18 @@ def _write_atomically(target: Path, payload: bytes) -> None:
 
 
 def _read_capped(source: Path, limit: int, fix: str) -> bytes:
-    """The whole file in one open and read (so a concurrent rename cannot mix two files), at most `limit`."""
-    with open(source, "rb") as handle:
-        data = handle.read(limit + 1)
+    """The whole file in one open and read (so a concurrent rename cannot mix two files), at most `limit`.
+
+    Opened non-blocking and checked to be a regular file on the open descriptor: a FIFO swapped in after the
+    first check cannot hang the reader.
+    """
+    descriptor = os.open(source, os.O_RDONLY | _NONBLOCK | _CLOEXEC)
+    with os.fdopen(descriptor, "rb") as handle:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise StateError(f"state file {source} is not a regular file; point state_path at a file")
+        # read(n) allocates n bytes up front: ask for the file's size (+1 to see growth), not the limit.
+        data = handle.read(min(limit, status.st_size) + 1)
     if len(data) > limit:
         raise StateError(f"state file {source} is over the {limit}-byte limit; {fix}")
     return data
@@ -222,7 +311,7 @@ def _check_array_headers(archive: zipfile.ZipFile, source: Path, fix: str) -> No
 
 def load_state(path: str | os.PathLike[str], *, max_bytes: int = MAX_STATE_BYTES) -> dict[str, Any]:
     """Read a state tree saved by `save_state`; `StateError` with the fix for anything unusable."""
-    source = Path(path)
+    source = resolve_state_path(path)
     fix = "restore a backup, or delete the file to start learning afresh"
     try:
         size = source.stat().st_size
@@ -230,15 +319,19 @@ def load_state(path: str | os.PathLike[str], *, max_bytes: int = MAX_STATE_BYTES
         raise StateError(f"state file {source} does not exist") from None
     except OSError as error:
         raise StateError(f"state file {source} cannot be read ({type(error).__name__}); {fix}") from None
+    kind = _not_regular(source)
+    if kind is not None:
+        raise StateError(f"state file {source} is {kind}, not a regular file; point state_path at a file")
     if size > max_bytes:
         raise StateError(f"state file {source} is {size} bytes, over the {max_bytes}-byte limit; {fix}")
     try:
-        try:
-            with state_lock(source):
-                data = _read_capped(source, max_bytes, fix)
-        except PermissionError:
-            # A read-only folder cannot hold the lock file; one open and read is atomic against renames.
+        with state_lock(source, for_write=False):  # no write access needed: a read-only folder loads
             data = _read_capped(source, max_bytes, fix)
+    except OSError as error:  # the real cause (permissions, I/O), not "corrupt"
+        raise StateError(
+            f"state file {source} cannot be read ({type(error).__name__}: {error.strerror or error})"
+        ) from None
+    try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             infos = archive.infolist()
             names = {info.filename for info in infos}

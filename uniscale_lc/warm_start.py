@@ -26,10 +26,12 @@ __all__ = ["FIT_RIDGES", "LabelledOutcome", "check_outcomes", "fit_outcomes", "l
 
 _FIELDS = ("prompt", "arm_id", "quality", "cost_usd", "input_tokens", "output_tokens", "calls")
 _USAGE_FIELDS = ("cost_usd", "input_tokens", "output_tokens", "calls")
-# LinUCB ridges `fit` chooses from by cross-validation; never below the library default (1), which
-# already sets a fresh arm's exploration bonus to about alpha.
+# LinUCB context ridges (prior precision of prompt-feature weights) `fit` chooses from by cross-validation;
+# none below the arm-mean ridge (1), whose prior already sets a fresh arm's bonus to about alpha.
 FIT_RIDGES: tuple[float, ...] = (1.0, 10.0, 100.0)
 _CV_FOLDS = 3
+# Records learnt per progress report (each block ends with LinUCB's exact refresh: same numbers).
+_PROGRESS_CHUNK = 2000
 
 
 @dataclass(frozen=True)
@@ -127,21 +129,23 @@ def fit_outcomes(
     records: Iterable[Any],
     *,
     choose_ridge: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Teach `policy` each record's quality and `cost_model` its usage; returns a summary.
 
     `featurize(prompt)` gives the policy's context, the same one a live request would get. Records are
     validated against the cost model's arm space and every context is computed and checked before the
     first is learnt. The policy's `warm_start` is used when it has one (LinUCB: one exact refresh at the
-    end), else one `update` per record.
+    end), else one `update` per record. `progress(n)` is called as each block of records has been learnt.
 
-    With `choose_ridge`, a LinUCB that has learnt nothing yet first takes the ridge (prior precision) of
-    least 3-fold cross-validated error of per-arm ridge regressions on these records, from `FIT_RIDGES`:
-    with many labelled outcomes per arm the default ridge of 1 overfits 64 prompt features, and the
-    argmax over many arms then picks the luckiest (docs/warm_start.md has the numbers).
+    With `choose_ridge`, a LinUCB that has learnt nothing yet first takes as `context_ridge` (the prior
+    precision of its prompt-feature weights) the value of least 3-fold cross-validated error of per-arm
+    ridge regressions on these records (intercept unpenalised, as LinUCB's arm mean is barely shrunk),
+    from `FIT_RIDGES`: how much the prompt features can be trusted is what labelled data tells best, and
+    with many arms an under-shrunk fit lets the argmax pick the luckiest arm (docs/warm_start.md).
 
-    Summary: records, prompts, arms_taught, cost_observations, ridge (and whether CV chose it) and per
-    arm the number of records, mean quality and mean cost (where costs were given).
+    Summary: records, prompts, arms_taught, cost_observations, context_ridge (and whether CV chose it)
+    and per arm the number of records, mean quality and mean cost (where costs were given).
     """
     arm_space = cost_model.arm_space
     checked = check_outcomes(records, arm_space.ids)
@@ -156,17 +160,21 @@ def fit_outcomes(
     ridge_chosen = False
     if choose_ridge and _learnt_nothing(policy) and len(contexts) >= 2 * _CV_FOLDS:
         ridge = _cross_validated_ridge(checked, contexts, arm_space.ids)
-        if ridge != policy.ridge:
-            policy.ridge = ridge
+        if ridge != policy.context_ridge:
+            policy.context_ridge = ridge
             policy.bind(arm_space, policy.context_dim)  # a policy that learnt nothing loses nothing
         ridge_chosen = True
     logged = [(contexts[record.prompt], record.arm_id, record.quality) for record in checked]
     warm_start = getattr(policy, "warm_start", None)
-    if callable(warm_start):
-        warm_start(logged)
-    else:
-        for x, arm_id, quality in logged:
-            policy.update(Decision(arm_id=arm_id, context=x, policy="warm_start"), quality)
+    for start in range(0, len(logged), _PROGRESS_CHUNK):
+        chunk = logged[start : start + _PROGRESS_CHUNK]
+        if callable(warm_start):
+            warm_start(chunk)  # LinUCB: checked again (cheap), learnt, then one exact refresh
+        else:
+            for x, arm_id, quality in chunk:
+                policy.update(Decision(arm_id=arm_id, context=x, policy="warm_start"), quality)
+        if progress is not None:
+            progress(len(chunk))
     cost_observations = 0
     for record in checked:
         if record.input_tokens is None or record.output_tokens is None:
@@ -181,13 +189,13 @@ def fit_outcomes(
         )
         cost_observations += 1
     summary = _summary(checked, cost_observations)
-    summary["ridge"] = getattr(policy, "ridge", None)
-    summary["ridge_chosen_by_cv"] = ridge_chosen
+    summary["context_ridge"] = getattr(policy, "context_ridge", None)
+    summary["context_ridge_chosen_by_cv"] = ridge_chosen
     return summary
 
 
 def _learnt_nothing(policy: Any) -> bool:
-    """A bound LinUCB without any learnt statistic (so re-binding it with another ridge loses nothing)."""
+    """A bound LinUCB without any learnt statistic (so re-binding it with another prior loses nothing)."""
     if not isinstance(policy, LinUCB) or not policy.bound:
         return False
     state = policy.state_dict()

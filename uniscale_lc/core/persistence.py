@@ -60,7 +60,16 @@ def load_tree(
         )
     cost_model.load_state_dict(tree["cost_model"])
     known = set(arm_space.ids)
-    dropped = feedback.load_dict(tree["feedback"], keep=lambda pending: pending.arm_id in known)
+    # A pending decision whose context is not the policy's shape could never be learnt (and a huge one
+    # would allocate its outer product on feedback): dropped and reported like one of a removed arm.
+    dim = getattr(policy, "context_dim", None)
+    shape = None if dim is None else (int(dim),)
+
+    def keep(pending: Any) -> bool:
+        context = pending.decision.context
+        return pending.arm_id in known and (shape is None or getattr(context, "shape", None) == shape)
+
+    dropped = feedback.load_dict(tree["feedback"], keep=keep)
     if dropped:
         report.append(
             f"feedback: dropped {dropped} pending decisions (expired, unreadable or of removed arms)"

@@ -18,8 +18,11 @@ inverse, which only widens the confidence bound slightly (by at most (1 - gamma^
 in the Gram matrix; tests/test_linucb.py checks both bounds).
 
 Speed: a decision reads every candidate arm's d x d inverse once (that read bounds its time), so
-scoring keeps a packed copy of each per-arm inverse (upper triangle, off-diagonal doubled, scaled):
-x' A_a^-1 x for all arms is one matrix-vector product over half the memory. See docs/performance.md.
+scoring keeps a packed float32 copy of each per-arm inverse (upper triangle, off-diagonal doubled, scaled):
+x' A_a^-1 x for all arms is one matrix-vector product over a quarter of the memory (the bonus needs no
+more precision; the exact inverse the updates use stays float64). Per-arm statistics share one scratch
+buffer and keep few pending rows, so an arm holds two d x d float64 matrices (Gram and inverse) and little
+else. See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -36,15 +39,25 @@ from ..arms import ARM_FEATURE_DIM, ARM_FEATURE_NAMES, ArmSpace
 from ..errors import ConfigError, StateError
 from .base import Decision, argmax_tiebreak, check_context, check_reward, penalty_vector, top_scores
 
-__all__ = ["CONTEXT_RIDGE_RATIO", "LinUCB", "RidgeStats"]
+__all__ = ["ARM_RIDGE_RATIO", "CONTEXT_RIDGE_RATIO", "LinUCB", "RidgeStats"]
 
 # The default prior precision of context weights, as a multiple of `ridge` (docs/policy.md, "Priors"):
 # an arm's mean and its arm-feature prediction are well determined after a few pulls, while a prompt
 # feature's effect is small and noisy, so it is shrunk harder and buys less exploration.
 CONTEXT_RIDGE_RATIO = 10.0
+# The default prior precision of an arm's own mean, as a multiple of `ridge`, when the shared model is on:
+# the per-arm term corrects what the arm's features predict, so a fresh arm starts at that prediction and
+# 300 arms do not each need their own exploration (docs/policy.md, "Priors").
+ARM_RIDGE_RATIO = 10.0
+# The numerics carry ridges in this range: 1/ridge (the starting inverse) stays finite and far from overflow
+# after updates, and ridge itself stays far above the subnormals (1e-320 made the inverse inf).
+MIN_RIDGE = 1e-8
+MAX_RIDGE = 1e8
 
 # Pending rows folded into the exact Gram matrix at a time: bounds memory per statistic.
 _FLUSH_ROWS = 64
+# Pending rows of a per-arm statistic: few, since thousands of arms each hold their own.
+_PER_ARM_PENDING_ROWS = 8
 
 
 class RidgeStats:
@@ -64,6 +77,9 @@ class RidgeStats:
         forgetting: float,
         refresh_every: int,
         prior: np.ndarray | None = None,
+        *,
+        pending_rows: int = _FLUSH_ROWS,
+        scratch: np.ndarray | None = None,
     ):
         self.dim = dim
         # The prior precision per coordinate (a diagonal ridge); `ridge` is its smallest entry.
@@ -72,7 +88,8 @@ class RidgeStats:
         self.forgetting = forgetting
         self.refresh_every = refresh_every
         self._gram = np.diag(self.prior)  # exact, up to the rows still pending
-        self._pending_rows = np.zeros((min(refresh_every, _FLUSH_ROWS), dim))
+        # Per-arm statistics keep few pending rows (memory per arm); the one shared statistic keeps more.
+        self._pending_rows = np.zeros((max(1, min(refresh_every, pending_rows)), dim))
         self._pending = 0
         self._since_refresh = 0
         self._inverse = np.diag(1.0 / self.prior)  # true inverse = _inverse * _scale
@@ -80,7 +97,9 @@ class RidgeStats:
         self.target = np.zeros(dim)
         self.weights = np.zeros(dim)
         self.updates = 0
-        self._buffer = np.empty((dim, dim))
+        # D x D scratch for the rank-one downdate; an owner that serialises updates (LinUCB's lock) passes
+        # one buffer for all its statistics of that size, so it is not held once per arm.
+        self._buffer = np.empty((dim, dim)) if scratch is None else scratch
 
     @property
     def inverse(self) -> np.ndarray:
@@ -200,6 +219,10 @@ class RidgeStats:
             raise StateError(
                 f"{owner}: inverse_scale, updates or since_refresh out of range; the file is corrupt"
             )
+        # Between refreshes the incremental inverse leaves out the (1 - gamma) prior terms, so under forgetting
+        # its Gram matrix can fall to gamma^refresh_every x the prior (module docstring).
+        floor = self.ridge * self.forgetting**self.refresh_every
+        _check_inverse(arrays["inverse"] * scale, floor, owner)
         self._gram, self._inverse, self.target = arrays["gram"], arrays["inverse"], arrays["target"]
         self._scale = scale
         self._pending = 0
@@ -210,6 +233,33 @@ class RidgeStats:
         self.updates = updates
 
 
+def _check_inverse(inverse: np.ndarray, ridge: float, owner: str) -> None:
+    """Refuse a loaded inverse Gram matrix no learning could produce: it must be symmetric, positive
+    definite and at most 1/ridge (the prior bounds it), else every request's bonus would be NaN or inf."""
+    bound = 1.0 / ridge
+    scale = max(bound, float(np.abs(inverse).max(initial=0.0)))
+    tolerance = 1e-9 * scale
+    problem = None
+    if float(np.abs(inverse - inverse.T).max(initial=0.0)) > tolerance:
+        problem = "is not symmetric"
+    else:
+        eye = np.eye(inverse.shape[0])
+        try:
+            np.linalg.cholesky(inverse + tolerance * eye)
+        except np.linalg.LinAlgError:
+            problem = "is not positive definite"
+        else:
+            try:  # inverse <= I / ridge, with room for rounding
+                np.linalg.cholesky((bound * (1.0 + 1e-6)) * eye - inverse + tolerance * eye)
+            except np.linalg.LinAlgError:
+                problem = f"exceeds 1/ridge = {bound:g}"
+    if problem is not None:
+        raise StateError(
+            f"{owner}.inverse {problem}; the state file was edited or corrupt. Restore a backup, or delete "
+            "the file to start learning afresh"
+        )
+
+
 class LinUCB:
     """Contextual bandit with upper confidence bounds over joint context x arm features.
 
@@ -217,6 +267,8 @@ class LinUCB:
     2 alpha for a unit-norm context) near the [0, 1] range of quality. ridge: prior precision of the arm
     mean and the arm-feature model. context_ridge: prior precision of the weights on prompt features
     (default `CONTEXT_RIDGE_RATIO * ridge`): context effects must earn their place against the arm means.
+    arm_ridge: prior precision of each arm's own deviation from what its features predict (default
+    `ARM_RIDGE_RATIO * ridge` with the shared model, `ridge` without it).
     forgetting: gamma in (0, 1], 1 keeps all evidence; 0.999 halves an observation's weight after ~700
     updates. per_arm: add per-arm terms (hybrid model). shared: use the joint model (turn off for classic
     disjoint LinUCB).
@@ -231,6 +283,7 @@ class LinUCB:
         forgetting: float = 1.0,
         *,
         context_ridge: float | None = None,
+        arm_ridge: float | None = None,
         shared: bool = True,
         per_arm: bool = True,
         shared_context_dim: int = 8,
@@ -240,17 +293,23 @@ class LinUCB:
     ):
         if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
             raise ConfigError(f"LinUCB.alpha: got {alpha!r}; use a finite number >= 0 (e.g. 0.1 to 1)")
-        if not (isinstance(ridge, (int, float)) and math.isfinite(ridge) and ridge > 0):
-            raise ConfigError(f"LinUCB.ridge: got {ridge!r}; use a finite number > 0 (e.g. 1.0)")
+        if not (isinstance(ridge, (int, float)) and MIN_RIDGE <= ridge <= MAX_RIDGE):
+            raise ConfigError(
+                f"LinUCB.ridge: got {ridge!r}; use a number in [{MIN_RIDGE:g}, {MAX_RIDGE:g}] (e.g. 1.0): "
+                "the inverse Gram matrix starts at 1/ridge and must stay finite"
+            )
         if context_ridge is None:
             context_ridge = CONTEXT_RIDGE_RATIO * float(ridge)
-        if not (
-            isinstance(context_ridge, (int, float)) and math.isfinite(context_ridge) and context_ridge > 0
-        ):
-            raise ConfigError(
-                f"LinUCB.context_ridge: got {context_ridge!r}; use a finite number > 0, or None for "
-                f"{CONTEXT_RIDGE_RATIO:g} x ridge"
-            )
+        if arm_ridge is None:
+            # Without the shared model nothing predicts a fresh arm's mean: its own prior stays `ridge`.
+            arm_ridge = (ARM_RIDGE_RATIO if shared else 1.0) * float(ridge)
+        top = max(CONTEXT_RIDGE_RATIO, ARM_RIDGE_RATIO) * MAX_RIDGE
+        for name, value in (("context_ridge", context_ridge), ("arm_ridge", arm_ridge)):
+            if not (isinstance(value, (int, float)) and MIN_RIDGE <= value <= top):
+                raise ConfigError(
+                    f"LinUCB.{name}: got {value!r}; use a number in [{MIN_RIDGE:g}, {top:g}], or None for "
+                    "the default multiple of ridge"
+                )
         if not (isinstance(forgetting, (int, float)) and 0 < forgetting <= 1):
             raise ConfigError(f"LinUCB.forgetting: got {forgetting!r}; use a number in (0, 1], e.g. 0.999")
         if not (shared or per_arm):
@@ -260,6 +319,7 @@ class LinUCB:
         self.alpha = float(alpha)
         self.ridge = float(ridge)
         self.context_ridge = float(context_ridge)
+        self.arm_ridge = float(arm_ridge)
         self.forgetting = float(forgetting)
         self.shared = shared
         self.per_arm = per_arm
@@ -279,6 +339,7 @@ class LinUCB:
             "alpha": self.alpha,
             "ridge": self.ridge,
             "context_ridge": self.context_ridge,
+            "arm_ridge": self.arm_ridge,
             "forgetting": self.forgetting,
             "shared": self.shared,
             "per_arm": self.per_arm,
@@ -317,7 +378,7 @@ class LinUCB:
             )
             # Per-arm features are [1, x]: the arm's own mean, then its prompt-feature weights.
             self._arm_prior = np.full(augmented, self.context_ridge)
-            self._arm_prior[0] = self.ridge
+            self._arm_prior[0] = self.arm_ridge
             self._arm_stats: dict[str, RidgeStats] = {}
             self._slot_of: dict[str, int] = {}
             # Scoring copies of the per-arm inverses: the upper triangle only, off-diagonal entries
@@ -326,7 +387,10 @@ class LinUCB:
             upper_rows, upper_cols = np.triu_indices(augmented)
             self._upper_flat = upper_rows * augmented + upper_cols
             self._upper_weight = np.where(upper_rows == upper_cols, 1.0, 2.0)
-            self._packed_inverse = np.zeros((8, self._upper_flat.size))
+            # float32: the scoring copy only (the exact inverse stays float64); a decision reads every
+            # candidate's copy, so half the bytes is about half the time at 1,000 arms.
+            self._packed_inverse = np.zeros((8, self._upper_flat.size), dtype=np.float32)
+            self._arm_scratch = np.empty((augmented, augmented))
             self._stacked_weights = np.zeros((8, augmented))
             # Candidate views (ids, arm features, slots) per arm-space version and subset.
             self._views: dict[tuple[int, tuple[str, ...] | None], _CandidateView] = {}
@@ -356,7 +420,13 @@ class LinUCB:
                 )
             self._slot_of[arm_id] = slot
             stats = RidgeStats(
-                self.context_dim + 1, self.ridge, self.forgetting, self.refresh_every, prior=self._arm_prior
+                self.context_dim + 1,
+                self.ridge,
+                self.forgetting,
+                self.refresh_every,
+                prior=self._arm_prior,
+                pending_rows=_PER_ARM_PENDING_ROWS,
+                scratch=self._arm_scratch,
             )
             self._arm_stats[arm_id] = stats
             self._sync_slot(slot, stats)
@@ -425,7 +495,7 @@ class LinUCB:
                 variance += ((features @ arm_gram) * features).sum(axis=1) * stats._scale
             if self.per_arm:
                 count = len(self._slot_of)
-                outer = np.multiply.outer(x_aug, x_aug).ravel().take(self._upper_flat)
+                outer = np.multiply.outer(x_aug, x_aug).ravel().take(self._upper_flat).astype(np.float32)
                 per_arm_variance = self._packed_inverse[:count] @ outer
                 per_arm_mean = self._stacked_weights[:count] @ x_aug
                 if view.in_slot_order:
@@ -491,7 +561,7 @@ class LinUCB:
                 )
             if self.per_arm:
                 count = len(self._slot_of)
-                outer = (x_aug[:, :, None] * x_aug[:, None, :]).reshape(rows, -1)[:, self._upper_flat]
+                outer = (x_aug[:, :, None] * x_aug[:, None, :]).reshape(rows, -1)[:, self._upper_flat].astype(np.float32)
                 variance += (outer @ self._packed_inverse[:count].T)[:, view.slots]
                 mean += (x_aug @ self._stacked_weights[:count].T)[:, view.slots]
             bonus = self.alpha * np.sqrt(np.maximum(variance, 0.0))
@@ -629,6 +699,8 @@ class LinUCB:
         if "ridge" in saved_config and "context_ridge" not in saved_config:
             # Saved before context priors existed: its Gram matrices hold ridge * I, so keep that prior.
             saved_config["context_ridge"] = saved_config["ridge"]
+        if "ridge" in saved_config and "arm_ridge" not in saved_config:
+            saved_config["arm_ridge"] = saved_config["ridge"]
         fresh = LinUCB(
             **{
                 **self.config(),
@@ -656,6 +728,7 @@ class LinUCB:
             "alpha",
             "ridge",
             "context_ridge",
+            "arm_ridge",
             "forgetting",
             "shared",
             "per_arm",
@@ -669,6 +742,7 @@ class LinUCB:
             "_shared_dim",
             "_shared_stats",
             "_arm_prior",
+            "_arm_scratch",
             "_arm_stats",
             "_slot_of",
             "_packed_inverse",

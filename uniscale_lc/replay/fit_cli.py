@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 
 from ..arms import ArmSpace
 from ..errors import ConfigError, UniScaleError
+from ..progress import progress_bar
 from ..warm_start import check_outcomes, labelled_split
 from .data import load_outcome_table
 from .recorded_arms import ArmOutcomes, build_recorded_arms
@@ -27,9 +27,6 @@ from .runner import ReplayConfig, ReplayEnvironment, filter_arms
 from .warm import WARM_SEED, outcome_records
 
 __all__ = ["add_subparser", "check_out_path", "recorded_arm_space", "recorded_outcomes", "run"]
-
-# Records taught per Router.fit call: a progress tick each (all are validated before the first call).
-_CHUNK = 2000
 
 
 def recorded_outcomes(
@@ -131,32 +128,6 @@ def add_subparser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-class _Progress:
-    """tqdm on a terminal; otherwise a line on stderr at most every `every_s` seconds (logs, CI)."""
-
-    def __init__(self, total: int, enabled: bool, every_s: float = 5.0):
-        self.total, self.done, self.every_s = total, 0, every_s
-        self.enabled = enabled
-        self._bar: Any = None
-        self._last = time.monotonic()
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, desc="fit", unit="record", leave=False)
-
-    def update(self, count: int) -> None:
-        self.done += count
-        if self._bar is not None:
-            self._bar.update(count)
-        elif self.enabled and (time.monotonic() - self._last >= self.every_s or self.done == self.total):
-            self._last = time.monotonic()
-            print(f"fit: {self.done}/{self.total} records", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
 def run(args: argparse.Namespace) -> int:
     """Fit and save; 0 on success, 2 on a configuration or data error."""
     from ..router import Router
@@ -175,15 +146,12 @@ def run(args: argparse.Namespace) -> int:
             questions = labelled_split(outcomes.n_questions, args.questions_fraction, WARM_SEED)[0]
         router = Router(arms=env.arm_space(range(len(outcomes.arms))), label="fit")
         records = check_outcomes(outcome_records(outcomes, questions), router.arm_space.ids)
-        progress = _Progress(len(records), enabled=not args.no_progress)
-        arms_taught: set[str] = set()
+        progress = None if args.no_progress else progress_bar(len(records), "fit", "records")
         try:
-            for start in range(0, len(records), _CHUNK):
-                summary = router.fit(records[start : start + _CHUNK])
-                arms_taught.update(summary["arms"])
-                progress.update(min(_CHUNK, len(records) - start))
+            summary = router.fit(records, progress=None if progress is None else progress.update)
         finally:
-            progress.close()
+            if progress is not None:
+                progress.close()
         router.save(args.out)
     except (UniScaleError, ValueError) as error:
         print(f"uniscale-lc fit: {error}", file=sys.stderr)
@@ -198,8 +166,8 @@ def run(args: argparse.Namespace) -> int:
         if value != default
     )
     print(
-        f"fitted {len(records)} outcomes of {len(arms_taught)} arms on {len(questions)} questions of "
-        f"{outcomes.dataset}; state written to {args.out}\n"
+        f"fitted {len(records)} outcomes of {summary['arms_taught']} arms on {len(questions)} questions of "
+        f"{outcomes.dataset} (LinUCB context_ridge {summary['context_ridge']:g}); state written to {args.out}\n"
         f"load it with: Router(arms=recorded_arm_space({str(args.data_dir)!r}{options}), "
         f"state_path={str(args.out)!r})"
     )

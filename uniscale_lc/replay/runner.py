@@ -88,6 +88,7 @@ class ReplayConfig:
     linucb_alpha: float = 0.3  # the library default (LinUCB)
     linucb_per_arm: bool = True
     linucb_context_ridge: float | None = None  # None: the library default (CONTEXT_RIDGE_RATIO x ridge)
+    linucb_arm_ridge: float | None = None  # None: the library default (ARM_RIDGE_RATIO x ridge)
     # As live (RouterConfig.side_observations): votes teach the smaller votes they imply. Off by default:
     # on GSM8K it did not pay (docs/results.md, "Side observations").
     side_observations: bool = False
@@ -342,6 +343,7 @@ def make_policy(learner: str, seed: int, config: ReplayConfig) -> Policy:
             alpha=config.linucb_alpha,
             per_arm=config.linucb_per_arm,
             context_ridge=config.linucb_context_ridge,
+            arm_ridge=config.linucb_arm_ridge,
             seed=seed,
         )
     if learner == "epsilon_greedy":
