@@ -61,9 +61,17 @@ def _learnt(router: Router) -> dict[str, np.ndarray]:
     return _learnt_policy(router.policy)
 
 
-def _wait(router: Router, updates: int) -> None:
+def _wait(router: Router, updates: int, pacer_requests: int | None = None) -> None:
+    """Until the replica has folded `updates` reward updates (and, if given, that many answers' usage:
+    usage and rewards are separate log entries, so one may land a fold before the other)."""
     shared = router._shared.shared
-    assert shared.wait_until(lambda: router.stats()["updates"] == updates, 10), router.stats()["shared_state"]
+
+    def caught_up() -> bool:
+        if router.stats()["updates"] != updates:
+            return False
+        return pacer_requests is None or (router.pacer is not None and router.pacer.requests == pacer_requests)
+
+    assert shared.wait_until(caught_up, 10), router.stats()["shared_state"]
 
 
 def test_feedback_on_another_router_teaches_both_once(make_router: Callable[..., Router]) -> None:
@@ -119,8 +127,8 @@ async def test_automatic_feedback_and_the_budget_pacer_are_shared(
     b = make_router(feedback_fn=feedback_fn, budget_usd_per_request=1e-6)
     for index in range(6):
         await (a if index % 2 else b).acomplete(f"question {index}: what is 6 x 7?")
-    _wait(a, 6)
-    _wait(b, 6)
+    _wait(a, 6, pacer_requests=6)
+    _wait(b, 6, pacer_requests=6)
     assert len(scored) == 6
     assert a.pacer.state_dict() == b.pacer.state_dict() and a.pacer.requests == 6  # one fleet budget
     assert a.cost_model.state_dict() == b.cost_model.state_dict()

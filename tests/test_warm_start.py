@@ -232,6 +232,16 @@ def test_fit_save_load_round_trip(tmp_path: Path) -> None:
     loaded.close()
 
 
+def test_the_chat_model_fits_through_its_router() -> None:
+    from uniscale_lc import UniScaleChat
+
+    chat = UniScaleChat(arms=two_arm_space())
+    summary = chat.fit([("What is 2 + 2?", ARM_A, 1.0), ("What is 2 + 2?", ARM_B, 0.0)] * 4)
+    assert summary["records"] == 8 and chat.stats()["warm_start_records"] == 8
+    assert chat.core.stats()["warm_start_records"] == 8
+    chat.close()
+
+
 # ----------------------------------------------------------------------------- tables and the CLI
 
 

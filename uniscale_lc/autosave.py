@@ -19,6 +19,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Autosaver"]
 
+# Savers with unsaved changes, held strongly: a chat dropped without close() stays alive until its changes
+# are on disk (by the background thread, or by the exit flush); a saved one is held only weakly again.
+_DIRTY: set[Autosaver] = set()
+_DIRTY_LOCK = threading.Lock()
+
 
 class Autosaver:
     """Runs `save` in the background when the state is dirty, no more often than every `interval_s`."""
@@ -28,6 +33,7 @@ class Autosaver:
             raise ValueError("interval_s must be >= 0")
         self.interval_s = float(interval_s)
         self._save = weakref.WeakMethod(save) if hasattr(save, "__self__") else (lambda: save)
+        self._pinned: Callable[[], object] | None = None  # the save callable, strongly, while dirty
         self._lock = threading.Lock()
         self._dirty = False
         self._wake = threading.Event()
@@ -41,6 +47,10 @@ class Autosaver:
         """The state changed: save it soon (now, when interval_s is 0)."""
         with self._lock:
             self._dirty = True
+            if self._pinned is None:
+                self._pinned = self._save()
+        with _DIRTY_LOCK:
+            _DIRTY.add(self)
         if self.interval_s == 0:
             self.flush()
             return
@@ -53,12 +63,17 @@ class Autosaver:
             if not self._dirty:
                 return
             self._dirty = False
-        save = self._save()
+            save = self._pinned or self._save()
         if save is None:
             return
         try:
             save()
             self.saves += 1
+            with self._lock:
+                if not self._dirty:  # nothing new since: hold the chat weakly again
+                    self._pinned = None
+                    with _DIRTY_LOCK:
+                        _DIRTY.discard(self)
         except Exception as exc:
             self.failures += 1
             with self._lock:
@@ -79,6 +94,10 @@ class Autosaver:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=30.0)
         self.flush()
+        with self._lock:  # closed: a save that still fails was logged; do not keep the chat alive for it
+            self._pinned = None
+        with _DIRTY_LOCK:
+            _DIRTY.discard(self)
 
     def _ensure_thread(self) -> None:
         if self._thread is not None or self._stopped.is_set():
@@ -116,3 +135,14 @@ def _flush_at_exit(reference: weakref.ref[Autosaver]) -> None:
     saver = reference()
     if saver is not None:
         saver.flush()
+
+
+def _flush_dirty_at_exit() -> None:
+    """Save every chat with unsaved changes, also those dropped without close() (held in `_DIRTY`)."""
+    with _DIRTY_LOCK:
+        dirty = list(_DIRTY)
+    for saver in dirty:
+        saver.flush()
+
+
+atexit.register(_flush_dirty_at_exit)

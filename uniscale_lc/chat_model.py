@@ -7,6 +7,7 @@ forwards callbacks. Everything that learns, records or persists lives in the rou
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -401,13 +402,16 @@ class UniScaleChat(BaseChatModel, RouterConfig):
             score=score if self.feedback_fn is not None else None,
             parent_run_id=parent_run_id,
         )
-        async for piece in stream:
-            chunk = last_chunk(piece.completion) if piece.completion is not None else delta_chunk(piece)
-            if not first:
-                first.append(chunk)
-            if run_manager is not None:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
+        # aclosing: a caller that stops reading closes the core's stream now (which then accounts for what
+        # was spent), not whenever the garbage collector finalises it.
+        async with contextlib.aclosing(stream):
+            async for piece in stream:
+                chunk = last_chunk(piece.completion) if piece.completion is not None else delta_chunk(piece)
+                if not first:
+                    first.append(chunk)
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
 
     def _keys_as_kwargs(self, run_manager: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The sync faces run the async ones without a run manager: carry the run and request ids over."""

@@ -421,7 +421,9 @@ def _exception_headers(exc: BaseException) -> Mapping[str, Any] | None:
 # Statuses caused by the request itself (bad arguments, unknown model, too large, unprocessable): the caller's
 # mistake, raised as RequestRejectedError; no other arm is tried and the arm is not blamed.
 REQUEST_REJECTED_STATUSES = frozenset({400, 404, 413, 422})
-_CONNECT_ERROR_NAMES = frozenset({"ConnectError", "ClientConnectorError", "ConnectTimeout", "ConnectionError"})
+_CONNECT_ERROR_NAMES = frozenset(
+    {"ConnectError", "ClientConnectorError", "ConnectTimeout", "ConnectionError"}
+)
 
 
 def _connection_problem(exc: BaseException) -> str | None:
@@ -439,9 +441,7 @@ def _connection_problem(exc: BaseException) -> str | None:
     return found
 
 
-def _classify(
-    exc: BaseException, secrets: Sequence[str | None], api_base: str | None = None
-) -> _Failure:
+def _classify(exc: BaseException, secrets: Sequence[str | None], api_base: str | None = None) -> _Failure:
     """Map any exception from one attempt to a `_Failure`; the detail is already redacted."""
     name = type(exc).__name__
     text = str(exc)
@@ -477,7 +477,9 @@ def _classify(
         retry_after = parse_retry_after(_exception_headers(exc))
         return _Failure(RateLimitedError, True, 429, "rate limited (429)", detail, retry_after)
     if isinstance(exc, openai.APIConnectionError):
-        return _Failure(ModelCallError, True, status, f"connection failed ({api_base or 'default endpoint'})", detail)
+        return _Failure(
+            ModelCallError, True, status, f"connection failed ({api_base or 'default endpoint'})", detail
+        )
     if status is not None and status >= 500:
         return _Failure(ModelCallError, True, status, f"server error ({status})", detail)
     if status in REQUEST_REJECTED_STATUSES:
@@ -561,6 +563,8 @@ def _parse_response(response: Any, *, use_litellm_cost: bool) -> _CallResult:
                 logprobs=_token_logprobs(_get(raw, "logprobs")),
             )
         )
+    if not any(_carries_answer(choice.text, choice.tool_calls, choice.finish_reason) for choice in choices):
+        raise _MalformedResponse("the answer carried no text and no tool call")
     usage = _get(response, "usage")
     input_tokens = _usage_count(usage, "prompt_tokens")
     output_tokens = _usage_count(usage, "completion_tokens")
@@ -571,6 +575,16 @@ def _parse_response(response: Any, *, use_litellm_cost: bool) -> _CallResult:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1e6:
             cost = float(value)  # anything else: our own token maths below
     return _CallResult(choices, input_tokens, output_tokens, cost)
+
+
+# Why a real model may end with nothing to say: its token budget ran out (a reasoning model can spend it all
+# before any text) or a filter stopped it. Any other empty answer (null content and "stop") is malformed.
+_EMPTY_ANSWER_REASONS = frozenset({"length", "content_filter"})
+
+
+def _carries_answer(text: str, tool_calls: Any, finish_reason: str | None) -> bool:
+    """The one rule for plain and streamed answers: text, a tool call, or an empty answer with a reason."""
+    return bool(text) or bool(tool_calls) or finish_reason in _EMPTY_ANSWER_REASONS
 
 
 def _usage_count(usage: Any, key: str) -> int:
@@ -1158,7 +1172,7 @@ class ModelClient:
                         yield piece
                 if not finished:
                     raise _MalformedResponse("the stream ended without a finish_reason")
-                if not yielded:
+                if not yielded and not any(_carries_answer("", None, piece.finish_reason) for piece in held):
                     # litellm turns an unparseable or choice-less stream into an empty one that ends in "stop".
                     raise _MalformedResponse("the stream carried no text and no tool call")
             except (asyncio.CancelledError, ConfigError):

@@ -157,14 +157,35 @@ class FeedbackResult:
         return dataclasses.asdict(self)
 
 
+_MAX_SHOWN = 80  # what an error echoes of a caller's value: a 10 MB key must not become a 10 MB message
+
+
+def shown(value: Any) -> str:
+    """`repr(value)` cut to 80 characters (with its full length), safe for any object, for error messages."""
+    try:
+        if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+            return f"<int of {value.bit_length()} bits>"  # repr of a huge int is slow, or refused past 4300 digits
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+    if len(text) <= _MAX_SHOWN:
+        return text
+    return f"{text[: _MAX_SHOWN - 3]}... ({len(text):,} characters)"
+
+
 def validate_score(score: Any, field: str = "score") -> float:
     """A quality score as a float in [0, 1], or a `FeedbackError` naming the field and the fix."""
     if isinstance(score, bool) or not isinstance(score, Real):
         raise FeedbackError(
-            f"feedback.{field}: got {score!r} ({type(score).__name__}); pass a number in [0, 1], "
+            f"feedback.{field}: got {shown(score)} ({type(score).__name__}); pass a number in [0, 1], "
             "e.g. 1.0 for a good answer and 0.0 for a bad one"
         )
-    value = float(score)
+    try:
+        value = float(score)
+    except (OverflowError, ValueError):  # an int such as 10**400 has no float
+        raise FeedbackError(
+            f"feedback.{field}: got {shown(score)}; scores are quality in [0, 1] (rescale, e.g. stars/5)"
+        ) from None
     if not math.isfinite(value):
         raise FeedbackError(f"feedback.{field}: got {value!r}; pass a finite number in [0, 1]")
     if not 0.0 <= value <= 1.0:
@@ -180,7 +201,7 @@ def normalise_key(key: Any) -> str:
         return str(key)
     if not isinstance(key, str) or not key:
         raise FeedbackError(
-            f"feedback.key: got {key!r} ({type(key).__name__}); pass the decision_id, the run id, the "
+            f"feedback.key: got {shown(key)} ({type(key).__name__}); pass the decision_id, the run id, the "
             "AIMessage id, or the uniscale_request_id you set in config metadata"
         )
     if key.startswith(_RUN_PREFIX):
@@ -320,7 +341,7 @@ class FeedbackStore:
             if previous is not None:
                 return previous
         raise FeedbackError(
-            f"feedback.key: no pending decision for {name!r}. Use the decision_id from "
+            f"feedback.key: no pending decision for {shown(name)}. Use the decision_id from "
             "response_metadata['uniscale'], the AIMessage id / run id, or the uniscale_request_id set in "
             f"config metadata; decisions expire after {self.ttl_s:g} s and at most {self.max_pending} are "
             "kept (FeedbackStore.ttl_s / max_pending)"

@@ -4,7 +4,6 @@ failed call (even after the first streamed token) count against the arm that pro
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from hostile_server import HostileServer
-from reliability_helpers import BACKUP, PRIMARY, PRIMARY_ARM, fault_models, make_router
+from reliability_helpers import BACKUP, PRIMARY, PRIMARY_ARM, make_router
 
 from uniscale_lc.chat_model import UniScaleChat
 from uniscale_lc.client import ModelClient, RetryPolicy
@@ -24,14 +23,8 @@ pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture
-def server() -> Iterator[OpenAIServer]:
-    with OpenAIServer(models=fault_models()) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _quiet(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.ERROR, logger="uniscale_lc")
+def server(fault_server: OpenAIServer, quiet_fallbacks: None) -> OpenAIServer:
+    return fault_server
 
 
 def _learnt(chat: UniScaleChat) -> list[np.ndarray]:

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -217,7 +217,7 @@ class RoutingEngine:
         request_id: str | None = None,
         score: ScoreHook | None = None,
         parent_run_id: str | None = None,
-    ) -> AsyncIterator[CompletionChunk]:
+    ) -> AsyncGenerator[CompletionChunk, None]:
         """Streaming twin of `arun`: a fallback is possible only before the first chunk reached the caller."""
         request = self.prepare(messages, options, request_id)
         remaining: list[str] = list(request.candidates)
@@ -260,6 +260,20 @@ class RoutingEngine:
                         decision_id=decision.decision_id,
                         model=arm.model.model,
                     )
+            except (GeneratorExit, asyncio.CancelledError):
+                if sent:  # the caller stopped reading: what the provider sent was spent all the same
+                    self._record_abandoned(
+                        request,
+                        Outcome(
+                            arm,
+                            decision,
+                            self._abandoned_result(request, arm, sent, raw_calls, started),
+                            failures,
+                        ),
+                        run_id() if callable(run_id) else run_id,
+                        parent_run_id,
+                    )
+                raise
             except ModelCallError as error:
                 if sent:  # tokens already reached the caller: no clean fallback
                     with self._lock:
@@ -279,6 +293,35 @@ class RoutingEngine:
         yield CompletionChunk(
             completion=completion, decision_id=completion.decision_id, model=completion.model
         )
+
+    @staticmethod
+    def _abandoned_result(
+        request: PreparedRequest, arm: Arm, texts: list[str], raw_calls: list[dict[str, Any]], started: float
+    ) -> StrategyResult:
+        """A stream the caller stopped reading: its usage never came, so it is estimated (prompt tokens as
+        predicted, output as characters / 4, cost as the arm's predicted cost for the request)."""
+        output_tokens = max(1, sum(len(text) for text in texts) // 4)
+        usage = {
+            **empty_usage(),
+            "input_tokens": request.prompt_tokens,
+            "output_tokens": output_tokens,
+            "total_tokens": request.prompt_tokens + output_tokens,
+            "calls": 1,
+            "cost_usd": request.predicted_cost.get(arm.id, 0.0),
+        }
+        result = RoutingEngine._streamed_result(arm, texts, raw_calls, "abandoned", usage, started)
+        result.details["abandoned"] = True
+        return result
+
+    def _record_abandoned(
+        self, request: PreparedRequest, outcome: Outcome, run_id: str | None, parent_run_id: str | None
+    ) -> None:
+        """Count the pull and its cost, and keep the decision for feedback, as for a finished answer."""
+        try:
+            self._finish(request, outcome, run_id, parent_run_id)
+            self._autosave()
+        except Exception:  # never mask the caller's own exit from the stream
+            logger.exception("uniscale: recording an abandoned stream failed")
 
     @staticmethod
     def _streamed_result(
@@ -365,6 +408,7 @@ class RoutingEngine:
             slo_gate=gate_record,
             breaker_blocked=blocked,
             budget_usd_per_request=None if budget is None else float(budget),
+            penalty_array=penalty,
         )
 
     def _call_options(self, options: RequestOptions, tools: list[dict[str, Any]] | None) -> CallOptions:
@@ -409,7 +453,11 @@ class RoutingEngine:
             arm_id = remaining[0]
             decision = Decision(arm_id=arm_id, context=request.x, policy=self._policy_name)
             return decision, self._arm_space[arm_id]
-        decision = self._policy.select(request.x, list(remaining), request.penalties)
+        if len(remaining) == len(request.candidates) and request.penalty_array is not None:
+            # No arm has failed yet: the candidates as prepared, penalties as the array (no dict lookups).
+            decision = self._policy.select(request.x, request.candidates, request.penalty_array)
+        else:
+            decision = self._policy.select(request.x, list(remaining), request.penalties)
         return decision, self._arm_space[decision.arm_id]
 
     def _learn_failure(

@@ -255,7 +255,7 @@ class UniScaleLLM(FunctionCallingLLM):
             async for chunk in chunks:
                 yield state.response(chunk)
         finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
+            await chunks.aclose()
 
     # ------------------------------------------------------------------ tools
 
