@@ -140,6 +140,72 @@ def contextualbandits(arms: int, dim: int, stream: Stream, warmup: int) -> Step:
     return step
 
 
+def plain_numpy(arms: int, dim: int, stream: Stream, warmup: int) -> Step:
+    """The textbook disjoint LinUCB in plain numpy: one inverse per arm, all arms scored by one einsum."""
+    inverse = np.repeat(np.eye(dim)[None], arms, axis=0)
+    target = np.zeros((arms, dim))
+
+    def learn(arm: int, x: np.ndarray, reward: float) -> None:
+        u = inverse[arm] @ x
+        inverse[arm] -= np.outer(u, u) / (1.0 + x @ u)
+        target[arm] += reward * x
+
+    for s in range(warmup):
+        learn(s % arms, stream.context(s), stream.reward(s, s % arms))
+
+    def step(s: int) -> None:
+        x = stream.context(s)
+        mean = np.einsum("kij,kj,i->k", inverse, target, x)
+        variance = np.einsum("kij,i,j->k", inverse, x, x)
+        arm = int(np.argmax(mean + 0.3 * np.sqrt(np.maximum(variance, 0.0))))
+        learn(arm, x, stream.reward(s, arm))
+
+    return step
+
+
+def bytes_per_arm(arms: int, dim: int, **options: Any) -> float:
+    """Memory our LinUCB holds per arm once every arm has learnt (tracemalloc, net of the empty policy)."""
+    import tracemalloc
+
+    stream = Stream(arms, dim)
+    space = arm_space(arms)
+    tracemalloc.start()
+    policy = LinUCB(**options)
+    policy.bind(space, dim)
+    baseline = tracemalloc.get_traced_memory()[0]
+    policy.warm_start((stream.context(s), space.ids[s % arms], stream.reward(s, s % arms)) for s in range(arms))
+    used = tracemalloc.get_traced_memory()[0] - baseline
+    tracemalloc.stop()
+    return used / arms
+
+
+def scale_rows(decisions: int, budget_s: float) -> list[dict[str, Any]]:
+    """Issue 11's policy-at-scale aims: 1,000 arms at d=64 (hybrid) and 10,000 arms (shared model only)."""
+    rows = []
+    print("\nat scale: microseconds per decision (median / p99) and KB of state per arm")
+    for arms, dim, options, label in (
+        (1000, 64, {}, "ours_hybrid"),
+        (10000, 64, {"per_arm": False}, "ours_shared_only"),
+    ):
+        stream = Stream(arms, dim)
+        warmup = arms
+        row: dict[str, Any] = {"arms": arms, "dim": dim, label: measure(ours(arms, dim, stream, warmup, **options), decisions, budget_s, warmup)}
+        row["kb_per_arm"] = bytes_per_arm(arms, dim, **options) / 1024
+        if arms <= 1000:
+            row["plain_numpy"] = measure(plain_numpy(arms, dim, stream, warmup), decisions, budget_s, warmup)
+        ours_cell = row[label]
+        line = (
+            f"  K={arms:>5} d={dim}: {label} {ours_cell['median_us']:.0f} / {ours_cell['p99_us']:.0f} us, "
+            f"{row['kb_per_arm']:.1f} KB per arm"
+        )
+        if "plain_numpy" in row:
+            ratio = row["plain_numpy"]["median_us"] / ours_cell["median_us"]
+            line += f"; plain numpy disjoint LinUCB {row['plain_numpy']['median_us']:.0f} us ({ratio:.1f}x ours)"
+        print(line, flush=True)
+        rows.append(row)
+    return rows
+
+
 def measure(step: Step, decisions: int, budget_s: float, offset: int) -> dict[str, float]:
     """Median and p99 microseconds per decision; stops early after `budget_s` (at least 50 decisions)."""
     for s in range(20):  # untimed: caches, lazy allocations
@@ -160,8 +226,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer decisions per cell")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--scale-only", action="store_true", help="only the 1,000- and 10,000-arm rows")
     args = parser.parse_args()
     decisions, budget_s = (300, 2.0) if args.quick else (2000, 8.0)
+    if args.scale_only:
+        scale = scale_rows(decisions, budget_s)
+        if args.json:
+            args.json.write_text(json.dumps({"scale": scale}, indent=2))
+        return
 
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"
@@ -227,8 +299,9 @@ def main() -> None:
             print(
                 f"  d={dim}: K {k0}->{k1} ({k1 / k0:.0f}x arms): {t0:.0f} -> {t1:.0f} us ({t1 / t0:.1f}x time)"
             )
+    scale = scale_rows(decisions, budget_s)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps({"configs": results, "scale": scale}, indent=2))
 
 
 if __name__ == "__main__":

@@ -139,3 +139,16 @@ def test_api_key_is_read_from_the_environment_at_call_time(monkeypatch):
     monkeypatch.setenv("UNISCALE_TEST_KEY", "value")
     assert spec.resolved_api_key() == "value"
     assert "value" not in repr(spec)
+
+
+def test_cached_views_follow_adds_and_removes():
+    a = ModelSpec(model="a", input_usd_per_mtok=1.0, output_usd_per_mtok=1.0)
+    b = ModelSpec(model="b", input_usd_per_mtok=1.0, output_usd_per_mtok=1.0)
+    space = ArmSpace.product([a], [Single(), BestOfN(n=4)])
+    assert space.ids == ("a|single", "a|best_of_n(n=4)") and space.models == (a,)
+    assert space.ids_of_model("a") == ("a|single", "a|best_of_n(n=4)") and space.ids_of_model("b") == ()
+    space.add(Arm(b, Single()))
+    assert space.ids[-1] == "b|single" and space.models == (a, b) and space.ids_of_model("b") == ("b|single",)
+    space.remove("a|best_of_n(n=4)")
+    assert space.ids == ("a|single", "b|single") and space.ids_of_model("a") == ("a|single",)
+    assert len(space.arms) == 2 and space.arms[0].id == "a|single"

@@ -40,8 +40,14 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
+_JSON_KEYS = re.compile(r"as a JSON with ((?:'[^']+'(?:,? and |, )?)+) keys")
+
+
 def _answer(messages: list[dict[str, Any]], sample_index: int, rng: random.Random) -> str:
     text = _last_user_text(messages) or "nothing"
+    asked = _JSON_KEYS.search(text)
+    if asked:  # asked for JSON with named keys (JSON mode): answer with exactly that object
+        return json.dumps({key: f"a {key} about cats" for key in re.findall(r"'([^']+)'", asked.group(1))})
     return f"Hello! I read your message: {text}"
 
 
@@ -147,9 +153,15 @@ class TestUniScaleChatIntegration(ChatModelIntegrationTests):
     def has_tool_choice(self) -> bool:
         return True
 
+    @property
+    def supports_json_mode(self) -> bool:
+        # with_structured_output(method="json_mode") sends response_format; the served models answer a
+        # request for "a JSON with 'x' and 'y' keys" with that object, as a small real model would.
+        return True
+
     # Left at their defaults (off) because the served models have no such inputs, not because of
-    # UniScaleChat: image, audio, video and PDF inputs, Anthropic-format inputs, JSON mode (the loopback
-    # server does not implement response_format). VCR tests are off: the server is local and fast.
+    # UniScaleChat: image, audio, video and PDF inputs, Anthropic-format inputs. VCR tests are off: the
+    # server is local and fast.
 
 
 # ----------------------------------------------------------------------------- configuration checks

@@ -277,9 +277,9 @@ def test_select_batch_agrees_with_select(options):
         assert single.arm_id == from_batch.arm_id
         for a, b in zip(single.scores, from_batch.scores, strict=True):
             assert a.arm_id == b.arm_id
-            assert np.allclose(
-                [a.mean, a.bonus, a.penalty], [b.mean, b.bonus, b.penalty], rtol=1e-9, atol=1e-12
-            )
+            # Means are float64 throughout; the per-arm variance is summed in float32 (LinUCB docstring).
+            assert np.allclose([a.mean, a.penalty], [b.mean, b.penalty], rtol=1e-9, atol=1e-12)
+            assert np.isclose(a.bonus, b.bonus, rtol=1e-5, atol=1e-9)
 
 
 def test_warm_start_equals_online_updates():
@@ -476,4 +476,5 @@ def test_scores_match_the_textbook_formula(options):
                 expected_mean += own["weights"] @ x_aug
                 expected_variance += x_aug @ own["inverse"] @ x_aug * own["inverse_scale"]
             assert np.isclose(mean[index], expected_mean, rtol=1e-10, atol=1e-12)
-            assert np.isclose(bonus[index], policy.alpha * np.sqrt(expected_variance), rtol=1e-10, atol=1e-12)
+            # The per-arm variance is read from float32 packed copies of the inverses: float32 precision.
+            assert np.isclose(bonus[index], policy.alpha * np.sqrt(expected_variance), rtol=1e-5, atol=1e-9)

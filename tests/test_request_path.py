@@ -431,3 +431,22 @@ def test_one_eligible_arm_needs_no_policy_decision(server: OpenAIServer) -> None
     assert chat.stats()["arms"]["beta|single"]["feedback"] == 1  # still learnt
     chat.invoke("q")
     assert calls == [1]
+
+
+async def test_calls_spill_to_further_pools_past_a_few_in_flight(make_server: MakeServer) -> None:
+    """httpx scans every connection of a pool per request: no pool is let grow past about SHARD_IN_FLIGHT."""
+    import asyncio
+
+    from uniscale_lc.transport_openai import SHARD_IN_FLIGHT
+
+    server = make_server([SimulatedModel("slow", "ok", latency_s=0.3)])
+    client = ModelClient(transport="auto")
+    spec = spec_for(server, "slow", timeout_s=30.0)
+    user = [{"role": "user", "content": "q"}]
+    await client.acomplete(spec, user)
+    [pools] = [pools for per_loop in client._openai._clients.values() for pools in per_loop.values()]
+    assert len(pools.clients) == 1  # one call at a time: one pool
+    answers = await asyncio.gather(*(client.acomplete(spec, user) for _ in range(3 * SHARD_IN_FLIGHT)))
+    assert [answer.texts for answer in answers] == [["ok"]] * (3 * SHARD_IN_FLIGHT)
+    assert len(pools.clients) == 3 and pools.in_flight == [0, 0, 0]
+    await client.aclose()

@@ -6,6 +6,7 @@ a new budget of a known strategy on a known model starts from what its neighbour
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import zlib
@@ -45,8 +46,9 @@ class Arm:
     model: ModelSpec
     strategy: Strategy
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
+        # Cached: read several times per request for every candidate (both halves are frozen).
         return f"{self.model.display_name}|{self.strategy.label}"
 
 
@@ -103,6 +105,14 @@ class ArmSpace:
             )
         self.version = 0
         self._feature_cache: dict[tuple[str, ...], np.ndarray] = {}
+        self._clear_views()
+
+    def _clear_views(self) -> None:
+        # Views read on every request, rebuilt only when the space changes.
+        self._ids: tuple[str, ...] | None = None
+        self._arm_tuple: tuple[Arm, ...] | None = None
+        self._models: tuple[ModelSpec, ...] | None = None
+        self._ids_by_model: dict[str, tuple[str, ...]] | None = None
 
     @classmethod
     def product(cls, models: Sequence[ModelSpec], strategies: Sequence[Strategy]) -> ArmSpace:
@@ -145,24 +155,44 @@ class ArmSpace:
     def _changed(self) -> None:
         self.version += 1
         self._feature_cache.clear()
+        self._clear_views()
 
     # ---------------------------------------------------------------- queries
 
     @property
     def ids(self) -> tuple[str, ...]:
-        return tuple(self._arms)
+        ids = self._ids
+        if ids is None:
+            ids = self._ids = tuple(self._arms)
+        return ids
 
     @property
     def arms(self) -> tuple[Arm, ...]:
-        return tuple(self._arms.values())
+        arms = self._arm_tuple
+        if arms is None:
+            arms = self._arm_tuple = tuple(self._arms.values())
+        return arms
 
     @property
     def models(self) -> tuple[ModelSpec, ...]:
         """Distinct models in the space, in first-seen order."""
-        seen: dict[str, ModelSpec] = {}
-        for arm in self._arms.values():
-            seen.setdefault(arm.model.display_name, arm.model)
-        return tuple(seen.values())
+        models = self._models
+        if models is None:
+            seen: dict[str, ModelSpec] = {}
+            for arm in self.arms:
+                seen.setdefault(arm.model.display_name, arm.model)
+            models = self._models = tuple(seen.values())
+        return models
+
+    def ids_of_model(self, display_name: str) -> tuple[str, ...]:
+        """The ids of the arms that run the model named `display_name` (empty if none)."""
+        by_model = self._ids_by_model
+        if by_model is None:
+            grouped: dict[str, list[str]] = {}
+            for arm in self.arms:
+                grouped.setdefault(arm.model.display_name, []).append(arm.id)
+            by_model = self._ids_by_model = {name: tuple(ids) for name, ids in grouped.items()}
+        return by_model.get(display_name, ())
 
     def __len__(self) -> int:
         return len(self._arms)

@@ -265,9 +265,8 @@ class CostModel:
         """Drop cached coefficients of `arm_id` and of every arm on the same model (they share its stats)."""
         self._cache.pop(arm_id, None)
         if model_name is not None:
-            for other in self.arm_space:
-                if other.model.display_name == model_name:
-                    self._cache.pop(other.id, None)
+            for other in self.arm_space.ids_of_model(model_name):
+                self._cache.pop(other, None)
 
     def state_dict(self) -> dict[str, Any]:
         with self._lock:

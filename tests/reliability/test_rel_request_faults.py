@@ -34,6 +34,7 @@ from reliability_helpers import (
 )
 
 from uniscale_lc.arms import ArmSpace
+from uniscale_lc.breaker import BreakerConfig
 from uniscale_lc.errors import AllArmsFailedError, ModelCallError, UniScaleError
 from uniscale_lc.features import HashingFeaturizer
 from uniscale_lc.model_spec import ModelSpec
@@ -167,7 +168,13 @@ async def test_mixed_faults_give_an_answer_or_one_typed_error(server: OpenAIServ
 
 
 async def test_a_penalised_arm_is_picked_again_once_its_endpoint_heals(server: OpenAIServer) -> None:
-    router = make_router(server, feedback_fn=lambda messages, message: quality_of(message))
+    # The breaker's cooldown is wall-clock time (5 s by default) while this test counts requests (a few ms
+    # each): a short cooldown lets the count measure the policy's recovery, not the breaker's clock.
+    router = make_router(
+        server,
+        feedback_fn=lambda messages, message: quality_of(message),
+        breaker=BreakerConfig(cooldown_s=0.05, max_cooldown_s=0.2),
+    )
     chat = router.chat
 
     async def pick(count: int, label: str) -> collections.Counter[str]:

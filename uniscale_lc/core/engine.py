@@ -408,6 +408,7 @@ class RoutingEngine:
             slo_gate=gate_record,
             breaker_blocked=blocked,
             budget_usd_per_request=None if budget is None else float(budget),
+            penalty_array=penalty,
         )
 
     def _call_options(self, options: RequestOptions, tools: list[dict[str, Any]] | None) -> CallOptions:
@@ -452,7 +453,11 @@ class RoutingEngine:
             arm_id = remaining[0]
             decision = Decision(arm_id=arm_id, context=request.x, policy=self._policy_name)
             return decision, self._arm_space[arm_id]
-        decision = self._policy.select(request.x, list(remaining), request.penalties)
+        if len(remaining) == len(request.candidates) and request.penalty_array is not None:
+            # No arm has failed yet: the candidates as prepared, penalties as the array (no dict lookups).
+            decision = self._policy.select(request.x, request.candidates, request.penalty_array)
+        else:
+            decision = self._policy.select(request.x, list(remaining), request.penalties)
         return decision, self._arm_space[decision.arm_id]
 
     def _learn_failure(

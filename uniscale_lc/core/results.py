@@ -109,6 +109,8 @@ class PreparedRequest:
     slo_gate: dict[str, Any] | None = None
     breaker_blocked: list[str] = dataclasses.field(default_factory=list)
     budget_usd_per_request: float | None = None
+    # `penalties` as an array aligned with `candidates`: what the policy takes while no arm has failed.
+    penalty_array: np.ndarray | None = None
     started: float = dataclasses.field(default_factory=time.perf_counter)
 
 
