@@ -94,8 +94,9 @@ def test_environment_arms_match_live_arm_ids(toy_env: ReplayEnvironment) -> None
     assert toy_env.learner_columns("tts_only") == (1, 2, 3)
 
 
-def test_policy_sees_only_the_chosen_arms_quality(toy_env: ReplayEnvironment, monkeypatch) -> None:
-    seen: list[tuple[str, float]] = []
+def _spy_on_updates(monkeypatch) -> list[list[tuple[str, float]]]:
+    """Every (arm id, reward) the replay's policy learns, grouped by the decision (step) it followed."""
+    steps: list[list[tuple[str, float]]] = []
     original = runner_module.make_policy
 
     class Spy:
@@ -106,15 +107,22 @@ def test_policy_sees_only_the_chosen_arms_quality(toy_env: ReplayEnvironment, mo
             self.inner.bind(space, dim)
 
         def select(self, x, arms=None, penalty=None):
+            steps.append([])
             return self.inner.select(x, arms, penalty)
 
         def update(self, decision, reward):
-            seen.append((decision.arm_id, reward))
+            steps[-1].append((decision.arm_id, reward))
             self.inner.update(decision, reward)
 
     monkeypatch.setattr(runner_module, "make_policy", lambda *a: Spy(original(*a)))
+    return steps
+
+
+def test_policy_sees_only_the_chosen_arms_quality(toy_env: ReplayEnvironment, monkeypatch) -> None:
+    steps = _spy_on_updates(monkeypatch)
     order = question_order(N_QUESTIONS, 3)
     trace = run_learner(toy_env, "uniscale", 3, 0.2, order, ReplayConfig(side_observations=False))
+    seen = [update for step in steps for update in step]
     assert len(seen) == N_QUESTIONS
     for step, (arm_id, value) in enumerate(seen):
         column = toy_env.outcomes.arm_index(arm_id)
@@ -126,25 +134,7 @@ def test_side_observations_teach_exactly_the_implied_same_answer_arms(
     toy_env: ReplayEnvironment, monkeypatch
 ) -> None:
     """After each pull, the extra updates are the same model's arms its samples determine and agree with."""
-    seen: list[list[tuple[str, float]]] = []
-    original = runner_module.make_policy
-
-    class Spy:
-        def __init__(self, inner):
-            self.inner = inner
-
-        def bind(self, space, dim):
-            self.inner.bind(space, dim)
-
-        def select(self, x, arms=None, penalty=None):
-            seen.append([])
-            return self.inner.select(x, arms, penalty)
-
-        def update(self, decision, reward):
-            seen[-1].append((decision.arm_id, reward))
-            self.inner.update(decision, reward)
-
-    monkeypatch.setattr(runner_module, "make_policy", lambda *a: Spy(original(*a)))
+    seen = _spy_on_updates(monkeypatch)
     outcomes = toy_env.outcomes
     order = question_order(N_QUESTIONS, 5)
     trace = run_learner(toy_env, "random", 5, 0.0, order, ReplayConfig(side_observations=True))  # every kind
