@@ -46,6 +46,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "arm_ridge = ridge": {"linucb_arm_ridge": 1.0},
     "side observations on": {"side_observations": True},
     "alpha 0.15": {"linucb_alpha": 0.15},
+    "cost reference: geometric mean": {"cost_reference": "geomean"},
 }
 MMLU = "routellm_mmlu"
 MMLU_LEARNERS = ("uniscale", "uniscale_warm", "offline_router", "random")
