@@ -70,13 +70,13 @@ class FeedbackPath(EngineParts):
         key = _decision_key(key)
         quality = validate_score(score)
         if self._shared is not None:
-            shared = self._shared.apply_feedback(
+            shared, scored = self._shared.apply_feedback(
                 key,
                 quality,
                 lambda taken, q: reward_from(q, taken.cost_usd, taken.reference_cost_usd, taken.cost_weight),
             )
-            if not shared.duplicate:
-                self._stats.scored(shared.arm_id, shared.quality, shared.reward)
+            for one in scored:  # every decision of a request id this call scored, on whichever replica
+                self._stats.scored(one.arm_id, one.quality, one.reward)
             return shared
         with self._feedback_lock, self._lock:
             taken = self._feedback.take_all(key)
