@@ -81,14 +81,17 @@ class RouterLink:
             )
         return self.feedback.add(pending, usage=events)
 
-    def apply_feedback(self, key: Any, quality: float, reward_of: RewardOf) -> FeedbackResult:
-        """Score the decision behind `key` once across the fleet; waits on Redis (call off the event loop)."""
+    def apply_feedback(
+        self, key: Any, quality: float, reward_of: RewardOf
+    ) -> tuple[FeedbackResult, list[FeedbackResult]]:
+        """Score every decision behind `key` once across the fleet (all of a request id's); waits on Redis
+        (call off the event loop). Returns the result to report and each decision newly scored."""
 
         def learn(pending: PendingDecision, value: float) -> tuple[Any, FeedbackResult]:
             result = FeedbackResult(pending.decision_id, pending.arm_id, value, reward_of(pending, value))
             return reward_updates(pending.updates(value)), result
 
-        return self.feedback.apply(key, quality, learn)
+        return self.feedback.apply_all(key, quality, learn)
 
     def stats(self) -> dict[str, Any]:
         return self.shared.stats()
