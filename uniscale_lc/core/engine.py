@@ -20,6 +20,7 @@ from ..client import empty_usage
 from ..costs import cost_penalty, estimate_tokens
 from ..errors import AllArmsFailedError, ConfigError, ModelCallError, RequestRejectedError
 from ..feedback import PendingDecision
+from ..loop_cleanup import watch_running_loop
 from ..model_spec import ModelSpec
 from ..policy import Decision
 from ..side_observations import SampleArm, implied_arms, same_answer_arms
@@ -68,6 +69,7 @@ class RoutingEngine(FeedbackPath):
         `parent_run_id` (a LangChain parent run) groups decisions as `request_id` does: feedback on it
         scores every decision made under it."""
         request = self.prepare(messages, options, request_id)
+        await watch_running_loop()  # litellm's clients of this loop close with it (asyncio.run's end)
         outcome = await self._run_with_fallbacks(request)
         completion, pending = self._finish(request, outcome, run_id, parent_run_id)
         await self._after_answer(self._score_hook(messages, score), completion, pending)
@@ -85,6 +87,7 @@ class RoutingEngine(FeedbackPath):
     ) -> AsyncGenerator[CompletionChunk, None]:
         """Streaming twin of `arun`: a fallback is possible only before the first chunk reached the caller."""
         request = self.prepare(messages, options, request_id)
+        await watch_running_loop()
         remaining: list[str] = list(request.candidates)
         failures: list[tuple[str, ModelCallError]] = []
         while True:
