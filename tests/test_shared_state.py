@@ -74,7 +74,7 @@ class Replica:
         self.pacer = BudgetPacer(0.001) if costs else None
         self.fold = LearnerFold(self.policy, self.cost_model, self.pacer)
         self.shared = SharedState.connect(url, self.fold, **options)
-        self.feedback = SharedFeedback(self.shared, FeedbackStore())
+        self.feedback = SharedFeedback(self.shared, FeedbackStore(), learn=learn)
 
     def request(
         self, x: np.ndarray, request_id: str | None = None, cost_usd: float = 0.001
@@ -359,6 +359,51 @@ def test_concurrent_feedback_on_one_request_id_scores_each_decision_once(redis_u
     finally:
         for replica in replicas:
             replica.close()
+
+
+def test_a_decision_that_reaches_the_store_after_its_request_ids_feedback_is_scored_once(
+    redis_url: str,
+) -> None:
+    a = Replica(redis_url, start=False)  # no writer thread yet: its decisions wait in its outbox
+    b = Replica(redis_url)
+    try:
+        early = b.request(np.full(DIM, 0.1), "agent-3")
+        _written(b)
+        late = a.request(np.full(DIM, 0.2), "agent-3")  # answered before the feedback, not yet written
+        result = b.score("agent-3", 0.7)
+        assert (result.decision_id, result.decisions) == (early.decision_id, 1)
+        a.shared.start()  # the write lands after the feedback: its writer scores it with that feedback
+        assert a.shared.wait_until(lambda: len(log_batches(redis_url)) == 2)
+        assert a.shared.wait_until(lambda: a.shared.stats()["updates"] == 2)
+        assert len(a.feedback.local) == 0
+        assert b.score(late.decision_id, 0.1).duplicate  # once
+        later = a.request(np.full(DIM, 0.3), "agent-3")  # made after that feedback: waits for its own
+        _written(a)
+        assert a.feedback.local.find(later.decision_id) is not None
+        again = b.score("agent-3", 0.2)
+        assert (again.decision_id, again.decisions, again.duplicate) == (later.decision_id, 1, False)
+        batches = assert_fleet_learnt([a, b], 3, redis_url)
+        rewards = {batch.batch_id: batch.events[0].reward for batch in batches}
+        assert rewards == {early.decision_id: 0.7, late.decision_id: 0.7, later.decision_id: 0.2}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_feedback_racing_the_answering_replicas_writes_still_scores_every_decision_once(
+    redis_url: str,
+) -> None:
+    a, b = Replica(redis_url), Replica(redis_url)
+    try:
+        steps: list[PendingDecision] = []
+        for run in range(30):
+            steps += [a.request(np.full(DIM, step / 10), f"race-{run}") for step in range(3)]
+            b.score(f"race-{run}", 0.5)  # at once: a's last writes of the run are often still in flight
+        batches = assert_fleet_learnt([a, b], 90, redis_url)
+        assert sorted(x.batch_id for x in batches) == sorted(p.decision_id for p in steps)
+    finally:
+        a.close()
+        b.close()
 
 
 def test_decisions_under_a_request_id_expire_with_the_feedback_ttl(redis_url: str) -> None:

@@ -129,6 +129,22 @@ def test_an_agent_run_under_one_request_id_is_scored_whole_on_another_router(
         np.testing.assert_array_equal(learnt_a[key], learnt_b[key], err_msg=key)
 
 
+def test_feedback_sent_the_moment_an_agent_run_ends_still_scores_every_step_once(
+    make_router: Callable[..., Router],
+) -> None:
+    a, b = make_router(), make_router()
+    steps = [a.complete(f"step {index}: what is 6 x 7?", request_id="agent-8") for index in range(3)]
+    b.feedback("agent-8", 0.6)  # no wait: a's last write may reach Redis after this feedback
+    _wait(a, 3)
+    _wait(b, 3)
+    batches = [batch for batch in _log(a) if batch.reward_updates]
+    assert sorted(batch.batch_id for batch in batches) == sorted(step.decision_id for step in steps)
+    assert all(event.reward == 0.6 for batch in batches for event in batch.events)
+    counted = [sum(row["feedback"] for row in r.stats()["arms"].values()) for r in (a, b)]
+    assert sum(counted) == 3  # each step counted once, on the replica that committed it
+    assert b.feedback("agent-8", 0.1).duplicate
+
+
 def test_uniscale_chat_parent_run_id_groups_on_the_shared_path(
     server: OpenAIServer, model_client: ModelClient, redis_url: str
 ) -> None:

@@ -16,7 +16,7 @@ from ..policy import Decision
 from .parts import EngineParts
 from .results import Completion, RouteResult
 
-__all__ = ["FeedbackPath", "ScoreHook"]
+__all__ = ["FeedbackPath", "ScoreHook", "pending_reward"]
 
 logger = logging.getLogger("uniscale_lc.core.engine")
 
@@ -29,6 +29,11 @@ def _decision_key(key: Any) -> Any:
     if isinstance(key, (Completion, RouteResult)):
         return key.decision_id
     return key
+
+
+def pending_reward(pending: PendingDecision, quality: float) -> float:
+    """The reward a score of `pending` records: its quality less the cost term it was chosen under."""
+    return reward_from(quality, pending.cost_usd, pending.reference_cost_usd, pending.cost_weight)
 
 
 class FeedbackPath(EngineParts):
@@ -73,7 +78,7 @@ class FeedbackPath(EngineParts):
             shared, scored = self._shared.apply_feedback(
                 key,
                 quality,
-                lambda taken, q: reward_from(q, taken.cost_usd, taken.reference_cost_usd, taken.cost_weight),
+                pending_reward,
             )
             for one in scored:  # every decision of a request id this call scored, on whichever replica
                 self._stats.scored(one.arm_id, one.quality, one.reward)

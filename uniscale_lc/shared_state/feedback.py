@@ -11,6 +11,8 @@ under it, on any replica, in one round trip, so each is scored once as well.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,10 +39,24 @@ def reward_updates(updates: Sequence[tuple[Any, float]]) -> tuple[RewardUpdate, 
 class SharedFeedback:
     """Pending decisions for a replica on a shared store; `apply` is the one way feedback teaches."""
 
-    def __init__(self, shared: SharedState, local: FeedbackStore, *, lookup_grace_s: float = 0.25):
+    def __init__(
+        self,
+        shared: SharedState,
+        local: FeedbackStore,
+        *,
+        lookup_grace_s: float = 0.25,
+        learn: Learn | None = None,
+        on_scored: Callable[[FeedbackResult], None] | None = None,
+    ):
+        """`learn` (and `on_scored`, told of each result) lets this replica's writer score a decision that
+        reached the store after a feedback on its request id, though made before it (see `_score_late`)."""
         self.shared = shared
         self.local = local
         self.lookup_grace_s = lookup_grace_s
+        self.learn = learn
+        self.on_scored = on_scored
+        if learn is not None:
+            shared.on_late_member = self._score_late
 
     def add(self, pending: PendingDecision, usage: Sequence[UpdateEvent] = ()) -> list[PendingDecision]:
         """Keep `pending` locally and in the store, with the `usage` events of its answer (cost model,
@@ -63,6 +79,8 @@ class SharedFeedback:
         Returns the result to report (the last decision's; `decisions` says how many this call scored;
         `duplicate=True` when it scored none) and the result of each decision this call scored."""
         name = normalise_key(key)
+        # Set on the group as it is read: a member that reaches the store later is scored with this.
+        mark = _encode_mark(quality, time.time())
         local = self.local.find_all(name)
         reachable = True
         found: list[PendingDecision | FeedbackResult] = []
@@ -72,7 +90,7 @@ class SharedFeedback:
         else:
             try:
                 # Decisions this replica made may still be in its outbox: they need no grace period.
-                found = self.shared.resolve(name) if local else self._resolve_with_grace(name)
+                found = self.shared.resolve(name, mark) if local else self._resolve_with_grace(name, mark)
             except StoreUnavailable:
                 reachable = False
             found = _merged(found, local)
@@ -102,6 +120,26 @@ class SharedFeedback:
             return dataclasses.replace(first, duplicate=True), []
         return dataclasses.replace(scored[-1], decisions=len(scored)), scored
 
+    def _score_late(self, pending: PendingDecision, marks: list[bytes]) -> None:
+        """Called by the writer once `pending` is in the store, with its groups' score marks: a feedback
+        on its request id reached the store first. A decision made before that feedback was sent belongs
+        to what it scored and is scored now (once: the commit is keyed by its decision id); one made
+        after it waits for a feedback of its own, as on the local path."""
+        for raw in marks:
+            mark = _decode_mark(raw)
+            if mark is None or self.learn is None or pending.created_at > mark[1]:
+                continue
+            events, result = self.learn(pending, mark[0])
+            batch = Batch(pending.decision_id, self.shared.replica_id, tuple(events))
+            outcome = self.shared.commit(batch, result, pending.decision_id)
+            if outcome.status == "duplicate":
+                self._forget_local(pending.decision_id, outcome.result or result)
+                return
+            self._forget_local(pending.decision_id, result)
+            if self.on_scored is not None:
+                self.on_scored(result)
+            return
+
     def _repeat(self, name: str, earlier: list[FeedbackResult], reachable: bool) -> FeedbackResult:
         """Nothing pending under `name`: the first result of a repeat, else the standard error."""
         for result in earlier:
@@ -122,13 +160,13 @@ class SharedFeedback:
             ) from None
         raise AssertionError("take found a decision that find_all did not")  # pragma: no cover
 
-    def _resolve_with_grace(self, name: str) -> list[PendingDecision | FeedbackResult]:
+    def _resolve_with_grace(self, name: str, mark: bytes) -> list[PendingDecision | FeedbackResult]:
         """The store's records under `name`; an unknown key is looked up again for `lookup_grace_s`, since
         the answering replica's writer thread may still be writing that decision (within a round trip)."""
         deadline = time.monotonic() + self.lookup_grace_s
         delay = 0.005
         while True:
-            found = self.shared.resolve(name)
+            found = self.shared.resolve(name, mark)
             if found or time.monotonic() >= deadline:
                 return found
             time.sleep(delay)
@@ -155,3 +193,24 @@ def _merged(
     the outbox, or written while it was unreachable): the store's record of a decision wins."""
     known = {item.decision_id for item in stored}
     return stored + [one for one in local if one.decision_id not in known]
+
+
+_MAX_MARK_BYTES = 256
+
+
+def _encode_mark(quality: float, sent_at: float) -> bytes:
+    return json.dumps({"quality": quality, "sent_at": sent_at}).encode()
+
+
+def _decode_mark(raw: bytes) -> tuple[float, float] | None:
+    """(quality, time the feedback was sent) of a group's score mark; None for anything else."""
+    if len(raw) > _MAX_MARK_BYTES:
+        return None
+    try:
+        data = json.loads(raw)
+        quality, sent_at = float(data["quality"]), float(data["sent_at"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not (math.isfinite(sent_at) and 0.0 <= quality <= 1.0):
+        return None
+    return quality, sent_at

@@ -121,6 +121,9 @@ class SharedState:
         self.connected = True
         self._last_snapshot_seq = 0
         self.epoch: str | None = None  # the store's, once seen
+        # Called by the writer with a decision just written and its groups' score marks (feedback on the
+        # group that reached the store first); set by SharedFeedback.
+        self.on_late_member: Callable[[PendingDecision, list[bytes]], None] | None = None
         self._counters = collections.Counter[str]()
 
     # ------------------------------------------------------------------ start-up
@@ -302,7 +305,7 @@ class SharedState:
             pending = item.pending
             aliases = [normalise_key(pending.run_id)] if pending.run_id else []
             usage = None if item.usage is None else (*item.usage, self.dedup_ttl_ms)
-            self.store.put_pending(
+            marks = self.store.put_pending(
                 pending.decision_id,
                 aliases,
                 encode_pending(pending),
@@ -312,6 +315,11 @@ class SharedState:
                 created_ms=int(pending.created_at * 1000),
                 max_group=self.max_group,
             )
+            if marks and self.on_late_member is not None:
+                try:  # never fails the write: the decision is in the store, pending, either way
+                    self.on_late_member(pending, marks)
+                except Exception:
+                    logger.exception("uniscale: scoring a decision written after its group's feedback failed")
             return True, b""
         return self.store.commit(item.batch_id, item.payload, item.result, self.dedup_ttl_ms, item.pending_id)
 
@@ -386,16 +394,17 @@ class SharedState:
             outcomes.append(CommitOutcome("duplicate", decode_result(previous) if previous != b"1" else None))
         return outcomes
 
-    def resolve(self, key: str) -> list[PendingDecision | FeedbackResult]:
+    def resolve(self, key: str, mark: bytes = b"") -> list[PendingDecision | FeedbackResult]:
         """The pending decisions and earlier results that `key` names in the store, oldest first: one for
-        a decision id or run id, every member for a group key; [] when unknown.
+        a decision id or run id, every member for a group key; [] when unknown. A group with a pending
+        member keeps `mark` (the feedback's score) for the feedback TTL, set in the same step.
 
         Raises `StoreUnavailable` when Redis cannot be reached (the caller falls back to its local copy).
         """
         if not self.connected:
             raise StoreUnavailable("Redis is unreachable; serving from the local copy")
         try:
-            found = self.store.resolve(key)
+            found = self.store.resolve(key, mark, self.feedback_ttl_ms)
         except StoreUnavailable:
             self._mark_down()
             raise
