@@ -239,13 +239,39 @@ def test_invoke_then_close_exits_without_warnings_or_tracebacks(server: OpenAISe
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("done")
-    bad = ["Task was destroyed", "Event loop is closed", "Traceback", "Unclosed"]
-    if transport == "auto":
-        # The openai SDK's pools close with their loop. (litellm leaves one aiohttp socket of a loop that
-        # asyncio.run closed to the garbage collector: a ResourceWarning, silent unless warnings are on.)
-        bad.append("ResourceWarning")
-    for text in bad:
+    # The openai SDK's pools, and litellm's clients of a loop (uniscale_lc/loop_cleanup.py), close with
+    # their loop: asyncio.run leaves no socket to the garbage collector.
+    for text in ["Task was destroyed", "Event loop is closed", "Traceback", "Unclosed", "ResourceWarning"]:
         assert text not in done.stderr, done.stderr
+
+
+def test_litellm_clients_of_a_loop_close_when_asyncio_run_ends(server: OpenAIServer) -> None:
+    import asyncio
+    import gc
+    import warnings
+
+    import litellm
+    from litellm.caching.evicted_client_closer import running_loop_token
+
+    chat = UniScaleChat(models=[spec_for(server, "alpha")], client=ModelClient(transport="litellm"))
+
+    async def call() -> Any:
+        await chat.ainvoke("hello")
+        return running_loop_token()
+
+    gc.collect()  # earlier tests' garbage is not this test's
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        token = asyncio.run(call())
+        cache = litellm.in_memory_llm_clients_cache
+        left = [key for key in list(cache.cache_dict) if key.endswith(f"-{token}")]
+        for key in left:  # what interpreter exit does to them: dropped, their sockets left to the collector
+            cache.cache_dict.pop(key, None)
+            cache.ttl_dict.pop(key, None)
+        del cache
+        gc.collect()
+    unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert unclosed == [] and left == []  # the loop's clients were closed and dropped at its end
 
 
 # ---------------------------------------------------------------- 7. feedback on every decision of a run

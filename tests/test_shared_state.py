@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -73,7 +74,7 @@ class Replica:
         self.pacer = BudgetPacer(0.001) if costs else None
         self.fold = LearnerFold(self.policy, self.cost_model, self.pacer)
         self.shared = SharedState.connect(url, self.fold, **options)
-        self.feedback = SharedFeedback(self.shared, FeedbackStore())
+        self.feedback = SharedFeedback(self.shared, FeedbackStore(), learn=learn)
 
     def request(
         self, x: np.ndarray, request_id: str | None = None, cost_usd: float = 0.001
@@ -134,6 +135,35 @@ def single_learner(batches: list[Batch], policy: LinUCB | None = None) -> LinUCB
             if isinstance(event, RewardUpdate):
                 policy.update(Decision(arm_id=event.arm_id, context=event.context), event.reward)
     return policy
+
+
+def assert_fleet_learnt(replicas: Sequence[Replica], updates: int, url: str) -> list[Batch]:
+    """Every replica folds `updates` reward updates and equals one learner fed the log; returns the log."""
+    batches = log_batches(url)
+    for replica in replicas:
+        assert replica.shared.wait_until(lambda r=replica: r.shared.stats()["updates"] == updates)
+        assert_same_policy(replica.policy, single_learner(batches))
+    return batches
+
+
+def in_threads(
+    replicas: Sequence[Replica], send: Callable[[Replica], list[FeedbackResult]]
+) -> list[FeedbackResult]:
+    """`send` on each replica in a thread of its own, all at once; every result, in no set order."""
+    results: list[FeedbackResult] = []
+    lock = threading.Lock()
+
+    def run(replica: Replica) -> None:
+        outcome = send(replica)
+        with lock:
+            results.extend(outcome)
+
+    threads = [threading.Thread(target=run, args=(replica,)) for replica in replicas]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
 
 
 # ---------------------------------------------------------------------- payloads (no Redis needed)
@@ -270,34 +300,131 @@ def test_feedback_on_another_replica_teaches_every_replica_once(redis_url: str) 
 
 
 def test_concurrent_duplicate_feedback_on_many_replicas_is_applied_once(redis_url: str) -> None:
-    import threading
-
     replicas = [Replica(redis_url) for _ in range(3)]
     try:
         keys = [replicas[0].request(np.full(DIM, i / 10), request_id=f"r{i}").decision_id for i in range(20)]
-        results: list[FeedbackResult] = []
-        lock = threading.Lock()
-
-        def send(replica: Replica) -> None:
-            for key in keys:
-                outcome = replica.score(key, 0.5)
-                with lock:
-                    results.append(outcome)
-
-        threads = [threading.Thread(target=send, args=(r,)) for r in replicas for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        results = in_threads(replicas * 2, lambda replica: [replica.score(key, 0.5) for key in keys])
         assert sum(not r.duplicate for r in results) == 20 and len(results) == 120
-        batches = log_batches(redis_url)
+        batches = assert_fleet_learnt(replicas, 20, redis_url)
         assert sorted(b.batch_id for b in batches) == sorted(keys)
-        for replica in replicas:
-            assert replica.shared.wait_until(lambda r=replica: r.shared.stats()["updates"] == 20)
-            assert_same_policy(replica.policy, single_learner(batches))
     finally:
         for replica in replicas:
             replica.close()
+
+
+def _written(*replicas: Replica) -> None:
+    """Until each replica's writer thread has put its decisions in the store (within a round trip of
+    the answer; feedback on another replica comes later than that in practice)."""
+    for replica in replicas:
+        assert replica.shared.wait_until(lambda r=replica: r.shared.buffered == 0, 10)
+
+
+def test_feedback_by_request_id_scores_every_decision_under_it_once_across_replicas(redis_url: str) -> None:
+    a, b, c = Replica(redis_url), Replica(redis_url), Replica(redis_url)
+    try:
+        # An agent run: two model calls answered by replica A, a third by replica B, one request id.
+        steps = [a.request(np.full(DIM, 0.1), "agent-1"), a.request(np.full(DIM, 0.2), "agent-1")]
+        steps.append(b.request(np.full(DIM, 0.3), "agent-1"))
+        other = a.request(np.full(DIM, 0.4), "agent-2")
+        _written(a, b)
+        result = c.score("agent-1", 0.6)  # on a replica that made none of them
+        assert (result.decisions, result.duplicate, result.quality) == (3, False, 0.6)
+        assert result.decision_id == steps[-1].decision_id  # the newest, as on the local path
+        assert c.shared.stats()["updates"] == 3  # read-your-writes: all three folded
+        # Repeats on every replica, concurrently, and by one member's decision id: nothing more learnt.
+        repeats = in_threads([a, b, c, a, b], lambda replica: [replica.score("agent-1", 0.1)])
+        assert len(repeats) == 5 and all(r.duplicate and r.quality == 0.6 for r in repeats)
+        assert b.score(steps[0].decision_id, 0.1).duplicate
+        batches = log_batches(redis_url)
+        assert sorted(batch.batch_id for batch in batches) == sorted(p.decision_id for p in steps)
+        assert all(batch.reward_updates == 1 for batch in batches)
+        assert len(a.feedback.local) == 1 and len(b.feedback.local) == 0  # only agent-2's is left
+        assert b.score("agent-2", 0.9).decision_id == other.decision_id  # another request id: untouched
+        assert_fleet_learnt([a, b, c], 4, redis_url)
+    finally:
+        for replica in (a, b, c):
+            replica.close()
+
+
+def test_concurrent_feedback_on_one_request_id_scores_each_decision_once(redis_url: str) -> None:
+    replicas = [Replica(redis_url) for _ in range(3)]
+    try:
+        steps = [replicas[i % 3].request(np.full(DIM, i / 10), "run-9") for i in range(6)]
+        _written(*replicas)
+        results = in_threads(replicas * 2, lambda replica: [replica.score("run-9", 0.5)])
+        # However the six calls raced, each decision was scored by exactly one of them.
+        assert sum(r.decisions for r in results if not r.duplicate) == 6
+        batches = assert_fleet_learnt(replicas, 6, redis_url)
+        assert sorted(batch.batch_id for batch in batches) == sorted(p.decision_id for p in steps)
+    finally:
+        for replica in replicas:
+            replica.close()
+
+
+def test_a_decision_that_reaches_the_store_after_its_request_ids_feedback_is_scored_once(
+    redis_url: str,
+) -> None:
+    a = Replica(redis_url, start=False)  # no writer thread yet: its decisions wait in its outbox
+    b = Replica(redis_url)
+    try:
+        early = b.request(np.full(DIM, 0.1), "agent-3")
+        _written(b)
+        late = a.request(np.full(DIM, 0.2), "agent-3")  # answered before the feedback, not yet written
+        result = b.score("agent-3", 0.7)
+        assert (result.decision_id, result.decisions) == (early.decision_id, 1)
+        a.shared.start()  # the write lands after the feedback: its writer scores it with that feedback
+        assert a.shared.wait_until(lambda: len(log_batches(redis_url)) == 2)
+        assert a.shared.wait_until(lambda: a.shared.stats()["updates"] == 2)
+        assert len(a.feedback.local) == 0
+        assert b.score(late.decision_id, 0.1).duplicate  # once
+        later = a.request(np.full(DIM, 0.3), "agent-3")  # made after that feedback: waits for its own
+        _written(a)
+        assert a.feedback.local.find(later.decision_id) is not None
+        again = b.score("agent-3", 0.2)
+        assert (again.decision_id, again.decisions, again.duplicate) == (later.decision_id, 1, False)
+        batches = assert_fleet_learnt([a, b], 3, redis_url)
+        rewards = {batch.batch_id: batch.events[0].reward for batch in batches}
+        assert rewards == {early.decision_id: 0.7, late.decision_id: 0.7, later.decision_id: 0.2}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_feedback_racing_the_answering_replicas_writes_still_scores_every_decision_once(
+    redis_url: str,
+) -> None:
+    a, b = Replica(redis_url), Replica(redis_url)
+    try:
+        steps: list[PendingDecision] = []
+        for run in range(30):
+            steps += [a.request(np.full(DIM, step / 10), f"race-{run}") for step in range(3)]
+            b.score(f"race-{run}", 0.5)  # at once: a's last writes of the run are often still in flight
+        batches = assert_fleet_learnt([a, b], 90, redis_url)
+        assert sorted(x.batch_id for x in batches) == sorted(p.decision_id for p in steps)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_decisions_under_a_request_id_expire_with_the_feedback_ttl(redis_url: str) -> None:
+    import time
+
+    a, b = Replica(redis_url, feedback_ttl_s=1.0), Replica(redis_url, feedback_ttl_s=1.0)
+    try:
+        a.request(np.full(DIM, 0.1), "slow-1")
+        a.request(np.full(DIM, 0.2), "slow-1")
+        _written(a)
+        time.sleep(2.5)  # both pending decisions expire in Redis (and their group with them)
+        with pytest.raises(FeedbackError, match="no pending decision"):
+            b.score("slow-1", 1.0)
+        late = a.request(np.full(DIM, 0.3), "slow-1")  # a later call under the same request id
+        _written(a)
+        result = b.score("slow-1", 1.0)
+        assert (result.decision_id, result.decisions) == (late.decision_id, 1)
+        assert [batch.batch_id for batch in log_batches(redis_url)] == [late.decision_id]
+    finally:
+        a.close()
+        b.close()
 
 
 def test_snapshots_compact_the_log_and_a_late_replica_starts_from_all_updates(redis_url: str) -> None:

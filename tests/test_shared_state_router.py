@@ -98,6 +98,83 @@ def test_feedback_on_another_router_teaches_both_once(make_router: Callable[...,
     assert b.stats()["shared_state"]["connected"] and a.stats()["arms"][event.arm_id]["pulls"] == 1
 
 
+def _written(router: Router) -> None:
+    """Until the router's writer thread has put its decisions in the store (about one round trip)."""
+    shared = router._shared.shared
+    assert shared.wait_until(lambda: shared.buffered == 0, 10), router.stats()["shared_state"]
+
+
+def test_an_agent_run_under_one_request_id_is_scored_whole_on_another_router(
+    make_router: Callable[..., Router],
+) -> None:
+    a, b = make_router(), make_router()
+    steps = [a.complete(f"step {index}: what is 6 x 7?", request_id="agent-7") for index in range(3)]
+    _written(a)
+    result = b.feedback("agent-7", 0.8)  # the load balancer sent the feedback to another replica
+    assert (result.decisions, result.duplicate) == (3, False)
+    assert result.decision_id == steps[-1].decision_id
+    assert b.stats()["updates"] == 3  # read-your-writes: all three folded
+    assert sum(row["feedback"] for row in b.stats()["arms"].values()) == 3
+    batches = [batch for batch in _log(a) if batch.reward_updates]
+    assert sorted(batch.batch_id for batch in batches) == sorted(step.decision_id for step in steps)
+    assert all(event.reward == 0.8 for batch in batches for event in batch.events)
+    # A repeat, on either router, learns nothing.
+    assert b.feedback("agent-7", 0.1).duplicate and a.feedback("agent-7", 0.1).duplicate
+    _wait(a, 3)
+    assert b.stats()["updates"] == 3 and len([x for x in _log(a) if x.reward_updates]) == 3
+    assert sum(row["feedback"] for row in a.stats()["arms"].values()) == 0  # scored on b, counted there
+    assert len(a.pending_decisions) == 0  # the repeat on a found them scored and dropped its local copies
+    learnt_a, learnt_b = _learnt(a), _learnt(b)
+    for key in learnt_a:
+        np.testing.assert_array_equal(learnt_a[key], learnt_b[key], err_msg=key)
+
+
+def test_feedback_sent_the_moment_an_agent_run_ends_still_scores_every_step_once(
+    make_router: Callable[..., Router],
+) -> None:
+    a, b = make_router(), make_router()
+    steps = [a.complete(f"step {index}: what is 6 x 7?", request_id="agent-8") for index in range(3)]
+    b.feedback("agent-8", 0.6)  # no wait: a's last write may reach Redis after this feedback
+    _wait(a, 3)
+    _wait(b, 3)
+    batches = [batch for batch in _log(a) if batch.reward_updates]
+    assert sorted(batch.batch_id for batch in batches) == sorted(step.decision_id for step in steps)
+    assert all(event.reward == 0.6 for batch in batches for event in batch.events)
+    counted = [sum(row["feedback"] for row in r.stats()["arms"].values()) for r in (a, b)]
+    assert sum(counted) == 3  # each step counted once, on the replica that committed it
+    assert b.feedback("agent-8", 0.1).duplicate
+
+
+def test_uniscale_chat_parent_run_id_groups_on_the_shared_path(
+    server: OpenAIServer, model_client: ModelClient, redis_url: str
+) -> None:
+    import uuid
+
+    from langchain_core.runnables import RunnableLambda
+
+    from uniscale_lc import UniScaleChat
+
+    models = [spec_for(server, "a"), spec_for(server, "b")]
+    first = UniScaleChat(models=models, client=model_client, shared_state=redis_url)
+    second = UniScaleChat(models=models, client=model_client, shared_state=redis_url)
+    try:
+
+        def agent(question: str) -> str:
+            answer = first.invoke(question)
+            return str(first.invoke(f"{question} again: {answer.content}").content)
+
+        run_id = uuid.uuid4()
+        RunnableLambda(agent).invoke("plan", config={"run_id": run_id})
+        _written(first.router)
+        assert second.feedback(str(run_id), 0.75).decisions == 2
+        assert second.stats()["updates"] == 2
+        assert second.feedback(str(run_id), 0.75).duplicate
+        assert first.router._shared.shared.wait_until(lambda: first.stats()["updates"] == 2)
+    finally:
+        first.router.close()
+        second.router.close()
+
+
 def _learnt_policy(policy: LinUCB) -> dict[str, np.ndarray]:
     policy.score(np.zeros(policy.context_dim))  # every arm's slot, for a like-for-like view
     state = policy.state_dict()

@@ -309,6 +309,10 @@ class FeedbackStore:
         found = self._find_all(normalise_key(key))
         return found[-1] if found else None
 
+    def find_all(self, key: Any) -> list[PendingDecision]:
+        """Every pending decision `key` names (all of a group, oldest first); [] when none."""
+        return self._find_all(normalise_key(key))
+
     def _find_all(self, name: str) -> list[PendingDecision]:
         """The pending decisions `name` finds: one by decision or run id, all of a group, newest last."""
         with self._lock:

@@ -24,6 +24,7 @@ from .core.config import (
 )
 from .core.engine import RoutingEngine, iterate_sync, run_sync
 from .core.explain import explain_rows
+from .core.feedback_path import pending_reward
 from .core.messages import as_messages, prompt_text
 from .core.persistence import load_tree, state_tree
 from .core.results import (
@@ -340,6 +341,8 @@ class Router(RoutingEngine):
             local=self._feedback,
             feedback_ttl_s=self.config.feedback_ttl_s,
             updates=_local_updates(self._stats.summary()),
+            reward_of=pending_reward,
+            on_scored=lambda result: self._stats.scored(result.arm_id, result.quality, result.reward),
         )
 
     def _load(self) -> None:

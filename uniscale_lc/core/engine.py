@@ -1,46 +1,35 @@
 """`RoutingEngine`: the learning loop of the core: prepare, select, run with fallbacks, record, learn.
 
 `uniscale_lc.router.Router` subclasses it with the public faces (complete, stream, route, feedback,
-stats, persistence); front-ends call `arun` / `arun_stream`. No front-end import here.
+stats, persistence); front-ends call `arun` / `arun_stream`. No front-end import here. The parts it
+drives are built in `parts.py`; feedback resolution and learning live in `feedback_path.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import logging
-import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from .. import client as client_module
-from ..arms import Arm, ArmSpace
-from ..autosave import Autosaver
-from ..breaker import CircuitBreakers
+from ..arms import Arm
 from ..client import empty_usage
-from ..costs import BudgetPacer, CostModel, cost_penalty, estimate_tokens, reward_from
-from ..errors import AllArmsFailedError, ConfigError, FeedbackError, ModelCallError, RequestRejectedError
-from ..feedback import FeedbackResult, FeedbackStore, PendingDecision, validate_score
+from ..costs import cost_penalty, estimate_tokens
+from ..errors import AllArmsFailedError, ConfigError, ModelCallError, RequestRejectedError
+from ..feedback import PendingDecision
+from ..loop_cleanup import watch_running_loop
 from ..model_spec import ModelSpec
 from ..policy import Decision
 from ..side_observations import SampleArm, implied_arms, same_answer_arms
 from ..strategies.config import Single
 from ..strategies.execute import CallOptions, StrategyResult, add_usage, run_strategy, stream_single
-from .config import (
-    RouterConfig,
-    check_load_signals,
-    check_numbers,
-    check_per_call_cost,
-    resolve_arm_space,
-    resolve_client,
-    resolve_featurizer,
-    resolve_policy,
-)
+from .config import check_per_call_cost
+from .feedback_path import FeedbackPath, ScoreHook
 from .messages import featurized_text, prompt_text
+from .parts import unavailable_models
 from .request_check import check_request
 from .results import (
     Completion,
@@ -48,145 +37,22 @@ from .results import (
     Outcome,
     PreparedRequest,
     RequestOptions,
-    RouteResult,
     decision_record,
     plain_usage,
 )
 from .selection import candidate_arms, slo_gated, tool_arms, within_budget
-from .stats import RouterStats
+from .sync_bridge import iterate_sync, run_sync
 
-__all__ = ["RoutingEngine", "ScoreHook", "iterate_sync", "run_sync"]
+__all__ = ["RoutingEngine", "ScoreHook", "iterate_sync", "run_sync", "unavailable_models"]
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-# A front-end's automatic scorer of one answer: a score in [0, 1], or None to leave it pending.
-ScoreHook = Callable[[Completion], Any]
 # A run id, or (streaming) a function that knows it once the first chunk has reached the caller.
 RunIdSource = str | Callable[[], str | None] | None
 
 
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on the client's shared background loop, so a sync call never runs on (or blocks) the caller's loop."""
-    return client_module.run_sync(coro)
-
-
-def iterate_sync(agen: AsyncIterator[T]) -> Iterator[T]:
-    """Drive an async iterator from sync code on the shared background loop; closes it when left early."""
-
-    async def _next() -> T:
-        return await agen.__anext__()
-
-    try:
-        while True:
-            try:
-                yield run_sync(_next())
-            except StopAsyncIteration:
-                return
-    finally:
-        close = getattr(agen, "aclose", None)
-        if close is not None:
-            with contextlib.suppress(Exception):
-                run_sync(close())
-
-
-def unavailable_models(arm_space: ArmSpace, label: str) -> dict[str, str]:
-    """Models whose key variable is unset (display name -> why), warned about once; every model -> error.
-
-    A request that picked such a model could only fail with a ConfigError, so it is left out of selection
-    from the start (a loopback server needs no key and stays in).
-    """
-    missing: dict[str, str] = {}
-    for spec in arm_space.models:
-        if spec.key_missing and not client_module.is_loopback(spec.api_base):
-            missing[spec.display_name] = (
-                f"ModelSpec.api_key_env names {spec.api_key_env!r}, which is not set; export it "
-                "(or pass api_key=SecretStr(...)) and rebuild"
-            )
-    if missing and len(missing) == len(arm_space.models):
-        raise ConfigError(
-            f"{label}.models: no model is usable: " + "; ".join(f"{n}: {why}" for n, why in missing.items())
-        )
-    for name, why in missing.items():
-        logger.warning("uniscale: %s: model %s is left out of selection: %s", label, name, why)
-    return missing
-
-
-def _decision_key(key: Any) -> Any:
-    """Our own result objects name their decision; anything else is a key for the feedback store."""
-    if isinstance(key, (Completion, RouteResult)):
-        return key.decision_id
-    return key
-
-
-class RoutingEngine:
+class RoutingEngine(FeedbackPath):
     """The learning parts of one router and the request path through them; holds no front-end types."""
-
-    def __init__(self, config: RouterConfig, label: str):
-        self.config = config
-        self.label = label
-        self._build_parts()
-        # The state lock: every change that spans parts (stats, pending decisions, policy, cost model) holds it,
-        # and so does taking a snapshot for saving, so a saved file is one consistent cut of all of them.
-        self._lock = threading.RLock()
-        # Held from taking a pending decision to recording it as scored, so that a duplicate arriving in that
-        # window (a retry from another thread) sees the first result instead of "no pending decision".
-        self._feedback_lock = threading.Lock()
-        self._stats = RouterStats()
-        self._specs: dict[str, ModelSpec] = {}
-        self._autosaver: Autosaver | None = None  # set by the Router when state_path is configured
-        self._shared: Any = None  # a shared_state.RouterLink once the Router joined its store
-
-    def _build_parts(self) -> None:
-        """Validate the configuration and build the learning parts; errors name the field and the fix."""
-        config, label = self.config, self.label
-        self._arm_space = resolve_arm_space(config, label)
-        self._unavailable = unavailable_models(self._arm_space, label)
-        check_numbers(config, label)
-        self._featurizer = resolve_featurizer(config, label)
-        self._policy = resolve_policy(config, label)
-        load_dim = check_load_signals(config, label)
-        self._policy.bind(self._arm_space, int(self._featurizer.dim) + load_dim)
-        self._cost_model = CostModel(self._arm_space)
-        budget = config.budget_usd_per_request
-        self._pacer = BudgetPacer(budget) if budget is not None else None
-        self._feedback = FeedbackStore(ttl_s=config.feedback_ttl_s, max_pending=config.max_pending)
-        self._breakers = CircuitBreakers(config.breaker) if config.breaker is not None else None
-        self._client = resolve_client(config, label)
-        self._policy_name = str(getattr(self._policy, "name", type(self._policy).__name__))
-
-    @property
-    def arm_space(self) -> ArmSpace:
-        return self._arm_space
-
-    @property
-    def policy(self) -> Any:
-        return self._policy
-
-    @property
-    def featurizer(self) -> Any:
-        return self._featurizer
-
-    @property
-    def cost_model(self) -> CostModel:
-        return self._cost_model
-
-    @property
-    def pacer(self) -> BudgetPacer | None:
-        """The budget pacer when `budget_usd_per_request` is set (it adapts the cost weight)."""
-        return self._pacer
-
-    @property
-    def client(self) -> Any:
-        return self._client
-
-    @property
-    def pending_decisions(self) -> FeedbackStore:
-        """The store of decisions waiting for feedback."""
-        return self._feedback
-
-    def cost_weight_now(self) -> float:
-        return self._pacer.cost_weight if self._pacer is not None else self.config.cost_weight
 
     async def arun(
         self,
@@ -203,6 +69,7 @@ class RoutingEngine:
         `parent_run_id` (a LangChain parent run) groups decisions as `request_id` does: feedback on it
         scores every decision made under it."""
         request = self.prepare(messages, options, request_id)
+        await watch_running_loop()  # litellm's clients of this loop close with it (asyncio.run's end)
         outcome = await self._run_with_fallbacks(request)
         completion, pending = self._finish(request, outcome, run_id, parent_run_id)
         await self._after_answer(self._score_hook(messages, score), completion, pending)
@@ -220,6 +87,7 @@ class RoutingEngine:
     ) -> AsyncGenerator[CompletionChunk, None]:
         """Streaming twin of `arun`: a fallback is possible only before the first chunk reached the caller."""
         request = self.prepare(messages, options, request_id)
+        await watch_running_loop()
         remaining: list[str] = list(request.candidates)
         failures: list[tuple[str, ModelCallError]] = []
         while True:
@@ -601,91 +469,3 @@ class RoutingEngine:
             dropped = self._feedback.add(pending)
         if dropped:
             logger.info("uniscale: %d pending decisions expired or were evicted unscored", len(dropped))
-
-    def _score_hook(self, messages: list[dict[str, Any]], score: ScoreHook | None) -> ScoreHook | None:
-        """The front-end's scorer, else the configured feedback_fn over the OpenAI messages."""
-        if score is not None:
-            return score
-        feedback_fn = self.config.feedback_fn
-        if feedback_fn is None:
-            return None
-        return lambda completion: feedback_fn(messages, completion)
-
-    async def _after_answer(
-        self, score: ScoreHook | None, completion: Completion, pending: PendingDecision
-    ) -> None:
-        """Automatic feedback (if configured), then autosave off the event loop."""
-        if score is not None:
-            try:
-                value = score(completion)
-                if value is not None:
-                    await self._aapply_feedback(pending.decision_id, value)
-            except FeedbackError as error:
-                logger.warning(
-                    "uniscale: feedback_fn gave an unusable score (%s); the decision stays pending", error
-                )
-            except Exception:
-                logger.exception("uniscale: feedback_fn raised; the decision stays pending")
-        await self._aautosave()
-
-    async def _aapply_feedback(self, key: Any, score: Any) -> FeedbackResult:
-        """`_apply_feedback` off the event loop when it waits on the shared store."""
-        if self._shared is not None:
-            return await asyncio.to_thread(self._apply_feedback, key, score)
-        return self._apply_feedback(key, score)
-
-    def _apply_feedback(self, key: Any, score: Any) -> FeedbackResult:
-        key = _decision_key(key)
-        quality = validate_score(score)
-        if self._shared is not None:
-            shared = self._shared.apply_feedback(
-                key,
-                quality,
-                lambda taken, q: reward_from(q, taken.cost_usd, taken.reference_cost_usd, taken.cost_weight),
-            )
-            if not shared.duplicate:
-                self._stats.scored(shared.arm_id, shared.quality, shared.reward)
-            return shared
-        with self._feedback_lock, self._lock:
-            taken = self._feedback.take_all(key)
-            if isinstance(taken, FeedbackResult):
-                return dataclasses.replace(taken, duplicate=True)
-            result: FeedbackResult | None = None
-            for index, one in enumerate(taken):
-                reward = reward_from(quality, one.cost_usd, one.reference_cost_usd, one.cost_weight)
-                own, *side = one.updates(quality)
-                try:
-                    self._policy.update(*own)
-                except Exception:
-                    for left in taken[index:]:
-                        self._feedback.restore(left)
-                    raise
-                self._learn_side_observations(side)
-                result = FeedbackResult(one.decision_id, one.arm_id, quality, reward, decisions=len(taken))
-                self._feedback.mark_done(one, result)
-                self._stats.scored(one.arm_id, quality, reward)
-        assert result is not None  # take_all returns at least one decision or raises
-        return result
-
-    def _learn_side_observations(self, updates: Sequence[tuple[Decision, float]]) -> None:
-        """Teach the implied arms; an arm that has left the policy since is skipped, never fatal."""
-        for decision, quality in updates:
-            try:
-                self._policy.update(decision, quality)
-            except ConfigError as error:
-                logger.info("uniscale: side observation for %s skipped (%s)", decision.arm_id, error)
-                continue
-            self._stats.side_observed()
-
-    def _autosave(self) -> None:
-        if self._autosaver is not None:
-            self._autosaver.request()
-
-    async def _aautosave(self) -> None:
-        """Mark the state dirty; only a synchronous autosave (interval 0) goes to a worker thread."""
-        if self._autosaver is None:
-            return
-        if self._autosaver.interval_s == 0:
-            await asyncio.to_thread(self._autosaver.request)
-        else:
-            self._autosaver.request()

@@ -9,7 +9,12 @@ Keys (one hash tag per namespace, so a Redis Cluster keeps them in one slot):
     uniscale:{NS}:epoch      set once per store life: a new one means Redis lost its data
     uniscale:{NS}:done:ID    result of batch ID, for `dedup_ttl_s`: makes every commit exactly-once
     uniscale:{NS}:pending:ID a decision waiting for feedback, for the feedback TTL
-    uniscale:{NS}:alias:KEY  run id / request id -> decision id, for the feedback TTL
+    uniscale:{NS}:alias:KEY  run id -> decision id, for the feedback TTL
+    uniscale:{NS}:group:KEY  sorted set (by creation time) of the decision ids made under a request id
+                             or parent run id; lives for the feedback TTL after its newest member
+    uniscale:{NS}:scored:KEY the last feedback on group KEY that found a member pending (quality, time
+                             sent), for the feedback TTL: a member written after it, made before it, is
+                             scored with it by its writer
 """
 
 from __future__ import annotations
@@ -40,15 +45,34 @@ redis.call('DEL', KEYS[4])
 return {1, id}
 """
 
-# Keep a decision for feedback on any replica, unless it was already scored (a replayed write).
+# Keep a decision for feedback on any replica, unless it was already scored (a replayed write). KEYS:
+# pending, done, ARGV[4] aliases (run id), ARGV[8] groups (request id, parent run id), then the groups'
+# score marks. A group keeps its members for the feedback TTL after its newest one; a member older than
+# the TTL or beyond the newest `max_group` is dropped (its own pending key expires with the same TTL).
+# Returns {1, marks...}: the score marks of its groups (a feedback on the group that may have come before
+# this write), or {0} when the decision was scored already.
 _PUT_PENDING = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {0} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-for i = 3, #KEYS do redis.call('SET', KEYS[i], ARGV[3], 'PX', ARGV[2]) end
-return 1
+local aliases, groups = tonumber(ARGV[4]), tonumber(ARGV[8])
+for i = 3, 2 + aliases do redis.call('SET', KEYS[i], ARGV[3], 'PX', ARGV[2]) end
+local out = {1}
+for i = 3 + aliases, 2 + aliases + groups do
+  redis.call('ZADD', KEYS[i], ARGV[5], ARGV[3])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[6])
+  redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -(tonumber(ARGV[7]) + 1))
+  redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  local mark = redis.call('GET', KEYS[i + groups])
+  if mark then out[#out + 1] = mark end
+end
+return out
 """
 
-# Find a decision by decision id, run id or request id: scored (with its result), pending, or unknown.
+# Find the decisions a key names: by decision id or run id one decision, by a group key (request id,
+# parent run id) every member, oldest first; each as (status, decision id, value), status 'done' (value:
+# its result) or 'pending' (value: the decision). Members that expired unscored are left out. When a
+# group has a pending member, the feedback's score mark ARGV[3] is set in the same step, so a member
+# written a moment later (its replica's writer) sees it: no member falls between the read and the mark.
 _RESOLVE = """
 local function look(id)
   local done = redis.call('GET', ARGV[1] .. 'done:' .. id)
@@ -64,7 +88,21 @@ if id then
   found = look(id)
   if found then return found end
 end
-return {'unknown', '', ''}
+local out = {}
+local pending = false
+for _, member in ipairs(redis.call('ZRANGE', ARGV[1] .. 'group:' .. ARGV[2], 0, -1)) do
+  found = look(member)
+  if found then
+    out[#out + 1] = found[1]
+    out[#out + 1] = found[2]
+    out[#out + 1] = found[3]
+    if found[1] == 'pending' then pending = true end
+  end
+end
+if pending and ARGV[3] ~= '' then
+  redis.call('SET', ARGV[1] .. 'scored:' .. ARGV[2], ARGV[3], 'PX', ARGV[4])
+end
+return out
 """
 
 # Replace the snapshot only by a later one, then drop the log entries it covers.
@@ -199,6 +237,22 @@ class RedisStore:
         applied, value = self.call(lambda: self._commit(keys=keys, args=args))
         return bool(applied), bytes(value)
 
+    def commit_many(
+        self, commits: Sequence[tuple[str, bytes, bytes, str]], dedup_ttl_ms: int
+    ) -> list[tuple[bool, bytes]]:
+        """`commit` of each (batch id, payload, result, pending id), in one pipelined round trip; each is
+        exactly-once on its own (a group's feedback: one batch per decision under the key)."""
+
+        def run() -> Any:
+            pipe = self.client.pipeline(transaction=False)
+            for batch_id, payload, result, pending_id in commits:
+                keys, args = self._commit_call(batch_id, payload, result, dedup_ttl_ms, pending_id)
+                self._commit(keys=keys, args=args, client=pipe)
+            return pipe.execute()
+
+        replies = self.call(run)
+        return [(bool(applied), bytes(value)) for applied, value in replies]
+
     def put_pending(
         self,
         decision_id: str,
@@ -206,28 +260,45 @@ class RedisStore:
         payload: bytes,
         ttl_ms: int,
         usage: tuple[str, bytes, int] | None = None,
-    ) -> None:
-        """Keep a pending decision, and commit its usage batch (batch id, payload, dedup TTL), in one trip."""
+        *,
+        groups: Sequence[str] = (),
+        created_ms: int = 0,
+        max_group: int = 10_000,
+    ) -> list[bytes]:
+        """Keep a pending decision under its aliases (run id) and groups (request id, parent run id), and
+        commit its usage batch (batch id, payload, dedup TTL), in one trip. Returns the score marks its
+        groups hold (feedback on a group that reached the store before this decision did)."""
         keys = [self.prefix + "pending:" + decision_id, self.prefix + "done:" + decision_id]
         keys += [self.prefix + "alias:" + alias for alias in aliases]
-        args: list[Any] = [payload, ttl_ms, decision_id]
+        keys += [self.prefix + "group:" + group for group in groups]
+        keys += [self.prefix + "scored:" + group for group in groups]
+        args: list[Any] = [payload, ttl_ms, decision_id, len(aliases), created_ms, created_ms - ttl_ms]
+        args += [max_group, len(groups)]
         if usage is None:
-            self.call(lambda: self._put_pending(keys=keys, args=args))
-            return
-        usage_keys, usage_args = self._commit_call(usage[0], usage[1], b"1", usage[2], usage[0])
+            reply = self.call(lambda: self._put_pending(keys=keys, args=args))
+        else:
+            usage_keys, usage_args = self._commit_call(usage[0], usage[1], b"1", usage[2], usage[0])
 
-        def run() -> Any:
-            pipe = self.client.pipeline(transaction=False)
-            self._put_pending(keys=keys, args=args, client=pipe)
-            self._commit(keys=usage_keys, args=usage_args, client=pipe)
-            return pipe.execute()
+            def run() -> Any:
+                pipe = self.client.pipeline(transaction=False)
+                self._put_pending(keys=keys, args=args, client=pipe)
+                self._commit(keys=usage_keys, args=usage_args, client=pipe)
+                return pipe.execute()
 
-        self.call(run)
+            reply = self.call(run)[0]
+        return [bytes(mark) for mark in list(reply or [])[1:]]
 
-    def resolve(self, key: str) -> tuple[str, str, bytes]:
-        """('done', id, result) | ('pending', id, payload) | ('unknown', '', b'')."""
-        status, found, value = self.call(lambda: self._resolve(keys=[self.prefix], args=[self.prefix, key]))
-        return status.decode(), found.decode(), bytes(value)
+    def resolve(self, key: str, mark: bytes = b"", mark_ttl_ms: int = 1) -> list[tuple[str, str, bytes]]:
+        """The decisions `key` names, as ('done', id, result) | ('pending', id, payload); [] when unknown.
+        A decision id or run id names one, a group key (request id, parent run id) all its members; a
+        group with a pending member gets the score `mark` (for `mark_ttl_ms`) in the same step."""
+        args: list[Any] = [self.prefix, key, mark, mark_ttl_ms]
+        reply = self.call(lambda: self._resolve(keys=[self.prefix], args=args))
+        values = list(reply or [])
+        return [
+            (bytes(values[i]).decode(), bytes(values[i + 1]).decode(), bytes(values[i + 2]))
+            for i in range(0, len(values) - 2, 3)
+        ]
 
     def put_snapshot(self, seq: int, entry_id: str, payload: bytes) -> bool:
         keys = [self.snapshot_key, self.log_key]

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,7 @@ logger = logging.getLogger("uniscale_lc.shared_state")
 DEFAULT_MAX_BUFFERED = 10_000
 DEFAULT_SNAPSHOT_EVERY = 1_000
 DEFAULT_DEDUP_TTL_S = 24 * 3600.0
+DEFAULT_MAX_GROUP = 10_000  # decisions kept under one request id (the local store's max_pending)
 _READ_COUNT = 512
 
 
@@ -91,9 +92,12 @@ class SharedState:
         max_buffered: int = DEFAULT_MAX_BUFFERED,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         retry_interval_s: float = 0.2,
+        max_group: int = DEFAULT_MAX_GROUP,
     ):
         if not isinstance(max_buffered, int) or max_buffered < 1:
             raise ConfigError(f"shared_state.max_buffered: got {max_buffered!r}; use an int >= 1")
+        if not isinstance(max_group, int) or max_group < 1:
+            raise ConfigError(f"shared_state.max_group: got {max_group!r}; use an int >= 1")
         if not isinstance(snapshot_every, int) or snapshot_every < 1:
             raise ConfigError(f"shared_state.snapshot_every: got {snapshot_every!r}; use an int >= 1")
         self.store = store
@@ -104,6 +108,7 @@ class SharedState:
         self.max_buffered = max_buffered
         self.snapshot_every = snapshot_every
         self.retry_interval_s = retry_interval_s
+        self.max_group = max_group
         self._apply_lock = threading.RLock()  # the log position and the fold move together
         self._outbox: collections.deque[_PendingWrite | _Commit] = collections.deque()
         self._outbox_lock = threading.Lock()
@@ -116,6 +121,9 @@ class SharedState:
         self.connected = True
         self._last_snapshot_seq = 0
         self.epoch: str | None = None  # the store's, once seen
+        # Called by the writer with a decision just written and its groups' score marks (feedback on the
+        # group that reached the store first); set by SharedFeedback.
+        self.on_late_member: Callable[[PendingDecision, list[bytes]], None] | None = None
         self._counters = collections.Counter[str]()
 
     # ------------------------------------------------------------------ start-up
@@ -295,11 +303,23 @@ class SharedState:
     def _write(self, item: _PendingWrite | _Commit) -> tuple[bool, bytes]:
         if isinstance(item, _PendingWrite):
             pending = item.pending
-            aliases = [normalise_key(a) for a in (pending.run_id, pending.request_id) if a]
+            aliases = [normalise_key(pending.run_id)] if pending.run_id else []
             usage = None if item.usage is None else (*item.usage, self.dedup_ttl_ms)
-            self.store.put_pending(
-                pending.decision_id, aliases, encode_pending(pending), self.feedback_ttl_ms, usage
+            marks = self.store.put_pending(
+                pending.decision_id,
+                aliases,
+                encode_pending(pending),
+                self.feedback_ttl_ms,
+                usage,
+                groups=pending.group_keys,
+                created_ms=int(pending.created_at * 1000),
+                max_group=self.max_group,
             )
+            if marks and self.on_late_member is not None:
+                try:  # never fails the write: the decision is in the store, pending, either way
+                    self.on_late_member(pending, marks)
+                except Exception:
+                    logger.exception("uniscale: scoring a decision written after its group's feedback failed")
             return True, b""
         return self.store.commit(item.batch_id, item.payload, item.result, self.dedup_ttl_ms, item.pending_id)
 
@@ -346,23 +366,55 @@ class SharedState:
         first = decode_result(previous) if result is not None and previous != b"1" else None
         return CommitOutcome("duplicate", first)
 
-    def resolve(self, key: str) -> PendingDecision | FeedbackResult | None:
-        """The pending decision or the earlier result for `key` in the store; None when unknown.
+    def commit_all(self, items: Sequence[tuple[Batch, FeedbackResult, str]]) -> list[CommitOutcome]:
+        """`commit` of each (batch, result, pending id) in one round trip: the feedback on a group key
+        (request id, parent run id) scores each decision under it once, whatever replica sent it."""
+        commits = [
+            _Commit(batch.batch_id, encode_batch(batch), encode_result(result), pending_id)
+            for batch, result, pending_id in items
+        ]
+        written: list[tuple[bool, bytes]] | None = None
+        if self.connected:
+            try:
+                written = self.store.commit_many(
+                    [(c.batch_id, c.payload, c.result, c.pending_id) for c in commits], self.dedup_ttl_ms
+                )
+            except StoreUnavailable:
+                self._mark_down()
+        if written is None:  # each commit is idempotent: replaying all, some of which landed, is safe
+            for commit in commits:
+                self._enqueue(commit)
+            return [CommitOutcome("buffered") for _ in commits]
+        outcomes = []
+        for applied, previous in written:
+            if applied:
+                outcomes.append(CommitOutcome("applied"))
+                continue
+            self._counters["duplicates"] += 1
+            outcomes.append(CommitOutcome("duplicate", decode_result(previous) if previous != b"1" else None))
+        return outcomes
+
+    def resolve(self, key: str, mark: bytes = b"") -> list[PendingDecision | FeedbackResult]:
+        """The pending decisions and earlier results that `key` names in the store, oldest first: one for
+        a decision id or run id, every member for a group key; [] when unknown. A group with a pending
+        member keeps `mark` (the feedback's score) for the feedback TTL, set in the same step.
 
         Raises `StoreUnavailable` when Redis cannot be reached (the caller falls back to its local copy).
         """
         if not self.connected:
             raise StoreUnavailable("Redis is unreachable; serving from the local copy")
         try:
-            status, _, value = self.store.resolve(key)
+            found = self.store.resolve(key, mark, self.feedback_ttl_ms)
         except StoreUnavailable:
             self._mark_down()
             raise
-        if status == "done":
-            return decode_result(value) if value != b"1" else None
-        if status == "pending":
-            return decode_pending(value)
-        return None
+        decisions: list[PendingDecision | FeedbackResult] = []
+        for status, _, value in found:
+            if status == "done" and value != b"1":  # b"1": a usage or failure batch, not a feedback
+                decisions.append(decode_result(value))
+            elif status == "pending":
+                decisions.append(decode_pending(value))
+        return decisions
 
     def _flush_outbox(self) -> None:
         """Replay buffered writes in order; stops (keeping the rest) at the first connection error."""

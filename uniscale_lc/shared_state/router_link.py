@@ -42,12 +42,17 @@ class RouterLink:
         local: FeedbackStore,
         feedback_ttl_s: float,
         updates: int = 0,
+        reward_of: RewardOf | None = None,
+        on_scored: Callable[[FeedbackResult], None] | None = None,
     ) -> RouterLink:
         """Join the store at `url`: its snapshot and log replace what this router holds (a first replica
-        on an empty store seeds it with its own state, e.g. loaded from `state_path`)."""
+        on an empty store seeds it with its own state, e.g. loaded from `state_path`). With `reward_of`,
+        this replica scores its own decisions that reach the store after a feedback on their request id
+        (told to `on_scored`)."""
         fold = LearnerFold(policy, cost_model, pacer, updates=updates)
         shared = SharedState.connect(url, fold, feedback_ttl_s=feedback_ttl_s)
-        return cls(shared, SharedFeedback(shared, local))
+        learn = None if reward_of is None else _learner(reward_of)
+        return cls(shared, SharedFeedback(shared, local, learn=learn, on_scored=on_scored))
 
     @property
     def updates(self) -> int:
@@ -81,17 +86,26 @@ class RouterLink:
             )
         return self.feedback.add(pending, usage=events)
 
-    def apply_feedback(self, key: Any, quality: float, reward_of: RewardOf) -> FeedbackResult:
-        """Score the decision behind `key` once across the fleet; waits on Redis (call off the event loop)."""
+    def apply_feedback(
+        self, key: Any, quality: float, reward_of: RewardOf
+    ) -> tuple[FeedbackResult, list[FeedbackResult]]:
+        """Score every decision behind `key` once across the fleet (all of a request id's); waits on Redis
+        (call off the event loop). Returns the result to report and each decision newly scored."""
 
-        def learn(pending: PendingDecision, value: float) -> tuple[Any, FeedbackResult]:
-            result = FeedbackResult(pending.decision_id, pending.arm_id, value, reward_of(pending, value))
-            return reward_updates(pending.updates(value)), result
-
-        return self.feedback.apply(key, quality, learn)
+        return self.feedback.apply_all(key, quality, _learner(reward_of))
 
     def stats(self) -> dict[str, Any]:
         return self.shared.stats()
 
     def close(self) -> None:
         self.shared.close()
+
+
+def _learner(reward_of: RewardOf) -> Callable[[PendingDecision, float], tuple[Any, FeedbackResult]]:
+    """The updates a score teaches (the arm, and its side observations) and the result it reports."""
+
+    def learn(pending: PendingDecision, value: float) -> tuple[Any, FeedbackResult]:
+        result = FeedbackResult(pending.decision_id, pending.arm_id, value, reward_of(pending, value))
+        return reward_updates(pending.updates(value)), result
+
+    return learn

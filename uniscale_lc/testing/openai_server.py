@@ -1,5 +1,10 @@
 """A real OpenAI-compatible HTTP server on 127.0.0.1 with scripted models, for tests, the demo and benchmarks.
 
+This module is the server: its lifecycle in a background thread, the run-time controls and observations
+tests use, and the request handlers (validation, queueing, which failure fires). What a model answers is in
+simulated_model.py and how answers are written out in openai_wire.py; their public names are re-exported
+here, so `from uniscale_lc.testing.openai_server import SimulatedModel` keeps working.
+
 Token counting (usage and `max_tokens`): one token is one whitespace-separated word of text, so
 `"the cat sat"` is 3 tokens. Prompt tokens are the words of every message's text content (at least 1);
 completion tokens are summed over all `n` choices, as OpenAI does.
@@ -20,38 +25,49 @@ import dataclasses
 import itertools
 import json
 import random
-import re
 import signal
 import socket
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, get_args
+from typing import Any
 
 from aiohttp import web
 
-FailureKind = Literal[
-    "500",
-    "429",
-    "400",
-    "413",
-    "422",
-    "timeout",
-    "malformed_json",
-    "empty_choices",
-    "truncated_stream",
-    "oversized",
+from .openai_wire import error_response, format_retry_after, full_choice, write_stream
+from .simulated_model import (
+    FAILURE_KINDS,
+    AnswerFn,
+    FailureKind,
+    SimulatedModel,
+    ToolCallFn,
+    count_tokens,
+    echo_answer,
+    make_choices,
+    message_text,
+    split_tokens,
+)
+
+__all__ = [
+    "FAILURE_KINDS",
+    "AnswerFn",
+    "FailureKind",
+    "OpenAIServer",
+    "SimulatedModel",
+    "ToolCallFn",
+    "count_tokens",
+    "echo_answer",
+    "load_models",
+    "main",
+    "message_text",
+    "serve",
+    "split_tokens",
 ]
-FAILURE_KINDS: frozenset[str] = frozenset(get_args(FailureKind))
 
-AnswerFn = Callable[[list[dict[str, Any]], int, random.Random], str]
-ToolCallFn = Callable[[list[dict[str, Any]], list[dict[str, Any]], random.Random], "dict[str, Any] | None"]
-
-_TOKEN = re.compile(r"\S+\s*|\s+")
 _HISTORY = 100  # request bodies kept per model for assertions
 # The top-level arguments of OpenAI's chat-completions API (what `strict_params` lets through).
 _OPENAI_REQUEST_ARGUMENTS = frozenset(
@@ -64,97 +80,6 @@ _OPENAI_REQUEST_ARGUMENTS = frozenset(
         "verbosity", "web_search_options",
     }
 )  # fmt: skip
-_OVERSIZED_BYTES = 2 * 1024 * 1024
-
-
-def count_tokens(text: str) -> int:
-    """Tokens as this server counts them: whitespace-separated words."""
-    return len(text.split())
-
-
-def split_tokens(text: str) -> list[str]:
-    """Pieces that concatenate back to `text` exactly, one per word (with its trailing space)."""
-    return _TOKEN.findall(text)
-
-
-def message_text(message: Mapping[str, Any]) -> str:
-    """The text of one chat message, whether its content is a string or a list of parts."""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            str(part.get("text", ""))
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return ""
-
-
-def echo_answer(messages: list[dict[str, Any]], sample_index: int, rng: random.Random) -> str:
-    """An answer function that repeats the last user message (handy default for demos)."""
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return message_text(message)
-    return ""
-
-
-@dataclasses.dataclass
-class SimulatedModel:
-    """How one served model behaves. A failure fires on each request with probability `failure_rate`.
-
-    `answer` is a fixed string or `fn(messages, sample_index, rng) -> str`. `tool_call` is a dict
-    `{"name": ..., "arguments": {...}}` or `fn(messages, tools, rng) -> dict | None`; it is used when the request
-    carries `tools` and `tool_choice` is not "none". Without it, a forced `tool_choice` ("required" or a named
-    function) still gets a call with arguments `{}`. `max_running` caps requests processed at once (the rest
-    wait, as in vLLM's scheduler, and show as `vllm:num_requests_waiting`). `max_n` caps the choices returned
-    whatever `n` asks (servers that ignore `n` behave like `max_n=1`). A "timeout" failure holds the request
-    for `hang_s` seconds or until the server stops. `strict_params=True` answers 400 to a request with a
-    top-level argument the OpenAI API does not define, as api.openai.com does.
-    """
-
-    name: str
-    answer: AnswerFn | str
-    latency_s: float = 0.0
-    stream_chunk_delay_s: float = 0.0
-    failure_rate: float = 0.0
-    failure: FailureKind | None = None
-    retry_after_s: float | None = None
-    seed: int = 0
-    tool_call: ToolCallFn | dict[str, Any] | None = None
-    max_running: int | None = None
-    max_n: int | None = None
-    hang_s: float = 3600.0
-    strict_params: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            raise ValueError("SimulatedModel.name: must be non-empty")
-        if self.failure is not None and self.failure not in FAILURE_KINDS:
-            raise ValueError(
-                f"SimulatedModel.failure: got {self.failure!r}; use one of {sorted(FAILURE_KINDS)}"
-            )
-        if not 0.0 <= self.failure_rate <= 1.0:
-            raise ValueError(f"SimulatedModel.failure_rate: got {self.failure_rate!r}; use a value in [0, 1]")
-        if self.latency_s < 0 or self.stream_chunk_delay_s < 0:
-            raise ValueError("SimulatedModel.latency_s/stream_chunk_delay_s: must be >= 0")
-        if self.max_running is not None and self.max_running < 1:
-            raise ValueError("SimulatedModel.max_running: must be >= 1 or None")
-        if self.max_n is not None and self.max_n < 1:
-            raise ValueError("SimulatedModel.max_n: must be >= 1 or None")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SimulatedModel:
-        """Build from JSON-like data; `"echo": true` makes the model repeat the last user message."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {key: value for key, value in data.items() if key in fields}
-        unknown = set(data) - fields - {"echo"}
-        if unknown:
-            raise ValueError(f"SimulatedModel: unknown keys {sorted(unknown)}; known: {sorted(fields)}")
-        if data.get("echo"):
-            kwargs["answer"] = echo_answer
-        kwargs.setdefault("answer", "ok")
-        return cls(**kwargs)
 
 
 @dataclasses.dataclass
@@ -177,11 +102,6 @@ class _ModelState:
     )
     last_headers: dict[str, str] = dataclasses.field(default_factory=dict)
     gate: asyncio.Semaphore | None = None
-
-
-def _error(status: int, message: str, kind: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
-    return web.json_response(body, status=status, headers=headers)
 
 
 class OpenAIServer:
@@ -454,24 +374,24 @@ class OpenAIServer:
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, "request body is not valid JSON", "BadRequestError")
+            return error_response(400, "request body is not valid JSON", "BadRequestError")
         if not isinstance(body, dict):
-            return _error(400, "request body must be a JSON object", "BadRequestError")
+            return error_response(400, "request body must be a JSON object", "BadRequestError")
         name = body.get("model")
         state = self._states.get(name) if isinstance(name, str) else None
         if state is None:
-            return _error(404, f"The model `{name}` does not exist.", "NotFoundError")
+            return error_response(404, f"The model `{name}` does not exist.", "NotFoundError")
         messages = body.get("messages")
         n = body.get("n", 1) if body.get("n") is not None else 1
         if not isinstance(messages, list) or not messages:
-            return _error(400, "messages: must be a non-empty list", "BadRequestError")
+            return error_response(400, "messages: must be a non-empty list", "BadRequestError")
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128:
-            return _error(400, f"n: got {n!r}; must be an integer in [1, 128]", "BadRequestError")
+            return error_response(400, f"n: got {n!r}; must be an integer in [1, 128]", "BadRequestError")
 
         if state.config.strict_params:
             unknown = sorted(set(body) - _OPENAI_REQUEST_ARGUMENTS)
             if unknown:
-                return _error(
+                return error_response(
                     400, f"Unrecognized request argument supplied: {', '.join(unknown)}", "BadRequestError"
                 )
         with self._lock:
@@ -532,26 +452,26 @@ class OpenAIServer:
             assert self._stopping is not None
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), config.hang_s)
-            return _error(503, "server shutting down", "ServiceUnavailableError")
+            return error_response(503, "server shutting down", "ServiceUnavailableError")
         if failure == "500":
-            return _error(500, "simulated internal server error", "InternalServerError")
+            return error_response(500, "simulated internal server error", "InternalServerError")
         if failure == "400":
-            return _error(400, "simulated bad request", "BadRequestError")
+            return error_response(400, "simulated bad request", "BadRequestError")
         if failure == "413":
-            return _error(413, "simulated request too large", "RequestTooLargeError")
+            return error_response(413, "simulated request too large", "RequestTooLargeError")
         if failure == "422":
-            return _error(422, "simulated unprocessable request", "UnprocessableEntityError")
+            return error_response(422, "simulated unprocessable request", "UnprocessableEntityError")
         if failure == "429":
             headers = {}
             if config.retry_after_s is not None:
-                headers["Retry-After"] = _format_retry_after(config.retry_after_s)
-            return _error(429, "simulated rate limit", "RateLimitError", headers)
+                headers["Retry-After"] = format_retry_after(config.retry_after_s)
+            return error_response(429, "simulated rate limit", "RateLimitError", headers)
         if failure == "malformed_json" and not stream:
             return web.Response(
                 status=200, text='{"id": "chatcmpl-bad", "choices": [', content_type="application/json"
             )
 
-        choices = self._make_choices(body, state, request_no, messages, n, oversized=failure == "oversized")
+        choices = make_choices(state.config, body, request_no, messages, n, oversized=failure == "oversized")
         prompt_tokens = max(1, sum(count_tokens(message_text(m)) for m in messages if isinstance(m, dict)))
         completion_tokens = sum(choice["completion_tokens"] for choice in choices)
         with self._lock:
@@ -565,11 +485,11 @@ class OpenAIServer:
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         if stream:
-            return await self._stream(request, body, config, completion_id, created, choices, usage, failure)
+            return await write_stream(request, body, config, completion_id, created, choices, usage, failure)
         if failure == "empty_choices":
             payload_choices: list[dict[str, Any]] = []
         else:
-            payload_choices = [self._full_choice(choice) for choice in choices]
+            payload_choices = [full_choice(choice) for choice in choices]
         payload = {
             "id": completion_id,
             "object": "chat.completion",
@@ -582,259 +502,6 @@ class OpenAIServer:
             text = json.dumps(payload)
             return web.Response(status=200, text=text[: len(text) // 2], content_type="application/json")
         return web.json_response(payload)
-
-    def _make_choices(
-        self,
-        body: dict[str, Any],
-        state: _ModelState,
-        request_no: int,
-        messages: list[dict[str, Any]],
-        n: int,
-        oversized: bool,
-    ) -> list[dict[str, Any]]:
-        config = state.config
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        stop = body.get("stop")
-        stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if isinstance(s, str) and s]
-        want_logprobs = bool(body.get("logprobs"))
-        top_logprobs = int(body.get("top_logprobs") or 0)
-        tools = body.get("tools") or []
-        tool_choice = body.get("tool_choice", "auto")
-        choices: list[dict[str, Any]] = []
-        for index in range(min(n, config.max_n or n)):
-            rng = random.Random(f"{config.seed}:{request_no}:{index}")
-            tool_call = self._tool_call(config, messages, tools, tool_choice, rng) if tools else None
-            if tool_call is not None:
-                choices.append(
-                    {
-                        "index": index,
-                        "text": None,
-                        "tool_calls": [tool_call],
-                        "finish_reason": "tool_calls",
-                        "pieces": [],
-                        "completion_tokens": count_tokens(tool_call["function"]["arguments"]) + 1,
-                        "logprobs": None,
-                    }
-                )
-                continue
-            if oversized:
-                text = "x" * _OVERSIZED_BYTES
-            else:
-                answer = config.answer
-                text = answer if isinstance(answer, str) else str(answer(messages, index, rng))
-            finish_reason = "stop"
-            for stop_text in stops:
-                cut = text.find(stop_text)
-                if cut >= 0:
-                    text = text[:cut]
-            pieces = split_tokens(text)
-            if isinstance(max_tokens, int) and max_tokens >= 0 and count_tokens(text) > max_tokens:
-                kept, words = [], 0
-                for piece in pieces:
-                    if piece.strip():
-                        if words == max_tokens:
-                            break
-                        words += 1
-                    kept.append(piece)
-                pieces = kept
-                text = "".join(pieces)
-                finish_reason = "length"
-            logprobs = None
-            if want_logprobs:
-                logprobs = [_logprob_entry(piece, rng, top_logprobs) for piece in pieces]
-            choices.append(
-                {
-                    "index": index,
-                    "text": text,
-                    "tool_calls": None,
-                    "finish_reason": finish_reason,
-                    "pieces": pieces,
-                    "completion_tokens": count_tokens(text),
-                    "logprobs": logprobs,
-                }
-            )
-        return choices
-
-    @staticmethod
-    def _tool_call(
-        config: SimulatedModel,
-        messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]],
-        tool_choice: Any,
-        rng: random.Random,
-    ) -> dict[str, Any] | None:
-        if tool_choice == "none":
-            return None
-        forced: str | None = None
-        if isinstance(tool_choice, dict):
-            forced = (tool_choice.get("function") or {}).get("name")
-        elif tool_choice in ("required", "any"):
-            first = tools[0] if tools and isinstance(tools[0], dict) else {}
-            forced = (first.get("function") or {}).get("name")
-        call: dict[str, Any] | None
-        if callable(config.tool_call):
-            call = config.tool_call(messages, tools, rng)
-        else:
-            call = dict(config.tool_call) if config.tool_call else None
-        if call is None and forced is None:
-            return None
-        call = call or {"name": forced, "arguments": {}}
-        name = forced or call.get("name")
-        arguments = call.get("arguments", {})
-        if not isinstance(arguments, str):
-            arguments = json.dumps(arguments)
-        return {
-            "id": f"call_{uuid.UUID(int=rng.getrandbits(128)).hex[:24]}",
-            "type": "function",
-            "function": {"name": name, "arguments": arguments},
-        }
-
-    @staticmethod
-    def _full_choice(choice: dict[str, Any]) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": choice["text"]}
-        if choice["tool_calls"]:
-            message["tool_calls"] = choice["tool_calls"]
-        logprobs = {"content": choice["logprobs"]} if choice["logprobs"] is not None else None
-        return {
-            "index": choice["index"],
-            "message": message,
-            "logprobs": logprobs,
-            "finish_reason": choice["finish_reason"],
-        }
-
-    async def _stream(
-        self,
-        request: web.Request,
-        body: dict[str, Any],
-        config: SimulatedModel,
-        completion_id: str,
-        created: int,
-        choices: list[dict[str, Any]],
-        usage: dict[str, int],
-        failure: str | None,
-    ) -> web.StreamResponse:
-        response = web.StreamResponse(
-            status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await response.prepare(request)
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-
-        async def send(data: dict[str, Any] | str) -> None:
-            text = data if isinstance(data, str) else json.dumps(data)
-            await response.write(f"data: {text}\n\n".encode())
-
-        def chunk(
-            choice_list: list[dict[str, Any]], with_usage: dict[str, int] | None = None
-        ) -> dict[str, Any]:
-            out: dict[str, Any] = {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": config.name,
-                "choices": choice_list,
-            }
-            if include_usage:
-                out["usage"] = with_usage
-            return out
-
-        if failure == "empty_choices":
-            await send(chunk([]))
-            await send("[DONE]")
-            await response.write_eof()
-            return response
-        if failure == "malformed_json":
-            await response.write(b'data: {"id": "chatcmpl-bad", "choices": [\n\n')
-            await send("[DONE]")
-            await response.write_eof()
-            return response
-
-        await send(
-            chunk(
-                [
-                    {
-                        "index": c["index"],
-                        "delta": {"role": "assistant", "content": ""},
-                        "logprobs": None,
-                        "finish_reason": None,
-                    }
-                    for c in choices
-                ]
-            )
-        )
-        longest = max(len(c["pieces"]) for c in choices)
-        for position in range(longest):
-            if failure == "truncated_stream" and position >= max(1, longest // 2):
-                # Close the connection mid-answer: no finish_reason, no [DONE].
-                assert request.transport is not None
-                request.transport.close()
-                return response
-            if config.stream_chunk_delay_s > 0:
-                await asyncio.sleep(config.stream_chunk_delay_s)
-            deltas = []
-            for c in choices:
-                if position < len(c["pieces"]):
-                    entry: dict[str, Any] = {
-                        "index": c["index"],
-                        "delta": {"content": c["pieces"][position]},
-                        "logprobs": None,
-                        "finish_reason": None,
-                    }
-                    if c["logprobs"] is not None:
-                        entry["logprobs"] = {"content": [c["logprobs"][position]]}
-                    deltas.append(entry)
-            await send(chunk(deltas))
-        if failure == "truncated_stream":
-            assert request.transport is not None
-            request.transport.close()
-            return response
-        for c in choices:
-            if c["tool_calls"]:
-                calls = [{"index": i, **call} for i, call in enumerate(c["tool_calls"])]
-                await send(
-                    chunk(
-                        [
-                            {
-                                "index": c["index"],
-                                "delta": {"tool_calls": calls},
-                                "logprobs": None,
-                                "finish_reason": None,
-                            }
-                        ]
-                    )
-                )
-        await send(
-            chunk(
-                [
-                    {"index": c["index"], "delta": {}, "logprobs": None, "finish_reason": c["finish_reason"]}
-                    for c in choices
-                ]
-            )
-        )
-        if include_usage:
-            await send(chunk([], usage))
-        await send("[DONE]")
-        await response.write_eof()
-        return response
-
-
-def _format_retry_after(seconds: float) -> str:
-    # Retry-After is an integer number of seconds by RFC 9110; keep fractions for fast tests (clients parse floats).
-    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
-
-
-def _logprob_entry(piece: str, rng: random.Random, top: int) -> dict[str, Any]:
-    logprob = -round(rng.random() ** 2 * 2.0, 6)
-    entry: dict[str, Any] = {
-        "token": piece,
-        "logprob": logprob,
-        "bytes": list(piece.encode()),
-        "top_logprobs": [],
-    }
-    for rank in range(top):
-        token = piece if rank == 0 else f"<alt{rank}>"
-        value = logprob if rank == 0 else logprob - 1.0 - rank
-        entry["top_logprobs"].append({"token": token, "logprob": value, "bytes": list(token.encode())})
-    return entry
 
 
 def load_models(config: str) -> list[SimulatedModel]:
