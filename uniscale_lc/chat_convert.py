@@ -1,7 +1,8 @@
 """Conversions between LangChain's types and the core's plain data, for `UniScaleChat`.
 
-LangChain kwargs -> `RequestOptions`; a `Completion` -> `AIMessage` (tool calls parsed, usage_metadata,
-response_metadata["uniscale"] = the decision record); `CompletionChunk`s -> `ChatGenerationChunk`s.
+LangChain messages -> OpenAI-format dicts; LangChain kwargs -> `RequestOptions`; a `Completion` ->
+`AIMessage` (tool calls parsed, usage_metadata, response_metadata["uniscale"] = the decision record);
+`CompletionChunk`s -> `ChatGenerationChunk`s.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, cast
 
-from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_openai_messages
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import ToolCallChunk
 from langchain_core.output_parsers.openai_tools import make_invalid_tool_call, parse_tool_call
 from langchain_core.outputs import ChatGenerationChunk
 
 from .core.tool_choice import openai_tool_choice
+from .errors import ConfigError
 from .feedback import REQUEST_ID_METADATA_KEY
 from .router import Completion, CompletionChunk, RequestOptions
 
@@ -25,6 +27,7 @@ __all__ = [
     "ai_message",
     "delta_chunk",
     "last_chunk",
+    "openai_messages",
     "request_options",
     "run_id_from_message_id",
     "tool_choice_for_openai",
@@ -139,3 +142,11 @@ def last_chunk(completion: Completion) -> ChatGenerationChunk:
         chunk_position="last",
     )
     return ChatGenerationChunk(message=message)
+
+
+def openai_messages(messages: list[BaseMessage]) -> list[dict[str, Any]]:
+    """LangChain messages as the core's OpenAI-format dicts; an empty list is refused."""
+    if not messages:
+        # The caller's mistake: refuse it before any arm is called (and so before any arm is penalised).
+        raise ConfigError("messages: got an empty list; pass at least one message, e.g. chat.invoke('Hello')")
+    return cast(list[dict[str, Any]], convert_to_openai_messages(messages))

@@ -10,18 +10,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    HumanMessage,
-    convert_to_openai_messages,
-)
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
@@ -30,39 +24,31 @@ from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 
 from .arms import ArmSpace
 from .chat_convert import (
-    ROUTING_KWARGS,
     ai_message,
     delta_chunk,
     last_chunk,
-    request_options,
+    openai_messages,
     run_id_from_message_id,
     tool_choice_for_openai,
+)
+from .chat_options import (
+    ADAPTER_FIELDS,
+    call_keys,
+    call_options,
+    feedback_key,
+    from_config,
+    keys_as_kwargs,
+    per_call_overrides,
 )
 from .chat_structured import structured_output
 from .core.config import RouterConfig, refuse_secrets
 from .errors import ConfigError, StateError
-from .feedback import REQUEST_ID_METADATA_KEY, FeedbackResult, FeedbackStore
+from .feedback import FeedbackResult, FeedbackStore
 from .router import Completion, Router, iterate_sync
 
 __all__ = ["UniScaleChat"]
 
 _LABEL = "UniScaleChat"
-# Fields a configured copy (`configurable_fields`, `with_config`) may set apart from the router it shares:
-# they apply per call. Any other difference would need a router, and so a learner, of its own.
-_PER_CALL_FIELDS = frozenset(
-    {"cost_weight", "budget_usd_per_request", "temperature", "max_tokens", "stop", "slo_tpot_ms"}
-)
-# Fields of the adapter itself, not of the router (the router never sees LangChain messages).
-_ADAPTER_FIELDS = frozenset({"feedback_fn"})
-
-
-def _same(left: Any, right: Any) -> bool:
-    if left is right:
-        return True
-    try:
-        return bool(left == right)
-    except Exception:  # objects whose == is not a truth value
-        return False
 
 
 class UniScaleChat(BaseChatModel, RouterConfig):
@@ -98,13 +84,13 @@ class UniScaleChat(BaseChatModel, RouterConfig):
 
         Adopting one with fields is how LangChain's configured copies (`configurable_fields`,
         `with_config`) are built: the copy shares the router (one learner, one feedback store), and the
-        fields it sets differently apply per call (only those in `_PER_CALL_FIELDS` may differ).
+        fields it sets differently apply per call (only those in `chat_options.PER_CALL_FIELDS` may differ).
         """
         super().model_post_init(context)
         configured = sorted(set(RouterConfig.model_fields) & self.model_fields_set)
         if self.router is None:
             # feedback_fn stays here: it scores LangChain messages, so the adapter calls it (see _score_hook).
-            fields = {name: getattr(self, name) for name in configured if name not in _ADAPTER_FIELDS}
+            fields = {name: getattr(self, name) for name in configured if name not in ADAPTER_FIELDS}
             self.router = Router(RouterConfig(**fields), label=_LABEL)
             return
         if not isinstance(self.router, Router):
@@ -112,23 +98,11 @@ class UniScaleChat(BaseChatModel, RouterConfig):
                 f"UniScaleChat.router: got {type(self.router).__name__}; pass a uniscale_lc.Router"
             )
         config = self.router.config
-        differing = [
-            name
-            for name in configured
-            if name not in _ADAPTER_FIELDS and not _same(getattr(self, name), getattr(config, name))
-        ]
-        own_router = [name for name in differing if name not in _PER_CALL_FIELDS]
-        if own_router:
-            raise ConfigError(
-                f"UniScaleChat.router: give router=Router(...) or its configuration fields, not both "
-                f"(got {own_router}); configure the Router itself (only {sorted(_PER_CALL_FIELDS)} may "
-                "differ: they apply per call)"
-            )
-        self._overrides = {name: getattr(self, name) for name in differing}
+        self._overrides = per_call_overrides(self, configured, config)
         # Mirror the router's configuration, so that copies LangChain makes from this model's fields
         # carry the same values (and differ only where they are configured to).
         for name in RouterConfig.model_fields:
-            if name not in self._overrides and name not in _ADAPTER_FIELDS:
+            if name not in self._overrides and name not in ADAPTER_FIELDS:
                 self.__dict__[name] = getattr(config, name)
 
     @property
@@ -243,7 +217,7 @@ class UniScaleChat(BaseChatModel, RouterConfig):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AIMessage:
-        return super().invoke(input, config, stop=stop, **self._from_config(config, kwargs))
+        return super().invoke(input, config, stop=stop, **from_config(config, kwargs))
 
     async def ainvoke(
         self,
@@ -253,7 +227,7 @@ class UniScaleChat(BaseChatModel, RouterConfig):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AIMessage:
-        return await super().ainvoke(input, config, stop=stop, **self._from_config(config, kwargs))
+        return await super().ainvoke(input, config, stop=stop, **from_config(config, kwargs))
 
     def stream(
         self,
@@ -264,7 +238,7 @@ class UniScaleChat(BaseChatModel, RouterConfig):
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
         # `_stream` gets no run manager in langchain-core's stream(), so pass the request id explicitly.
-        return super().stream(input, config, stop=stop, **self._from_config(config, kwargs))
+        return super().stream(input, config, stop=stop, **from_config(config, kwargs))
 
     def astream(
         self,
@@ -274,46 +248,7 @@ class UniScaleChat(BaseChatModel, RouterConfig):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
-        return super().astream(input, config, stop=stop, **self._from_config(config, kwargs))
-
-    @staticmethod
-    def _from_config(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """The request id from config metadata and the routing controls from `config["configurable"]`
-        (`cost_weight`, `budget_usd_per_request`) as call kwargs; explicit kwargs win."""
-        if not config:
-            return kwargs
-        found: dict[str, Any] = {}
-        request_id = (config.get("metadata") or {}).get(REQUEST_ID_METADATA_KEY)
-        if request_id is not None:
-            found[REQUEST_ID_METADATA_KEY] = str(request_id)
-        configurable = config.get("configurable") or {}
-        for name in ROUTING_KWARGS:
-            if configurable.get(name) is not None:
-                found[name] = configurable[name]
-        return {**found, **kwargs} if found else kwargs
-
-    @staticmethod
-    def _run_keys(run_manager: Any, kwargs: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
-        """(run id, request id, parent run id) of this call."""
-        run_id = str(run_manager.run_id) if run_manager is not None else None
-        parent = getattr(run_manager, "parent_run_id", None) if run_manager is not None else None
-        request_id = kwargs.pop(REQUEST_ID_METADATA_KEY, None)
-        if request_id is None and run_manager is not None:
-            request_id = (getattr(run_manager, "metadata", None) or {}).get(REQUEST_ID_METADATA_KEY)
-        return (
-            run_id,
-            None if request_id is None else str(request_id),
-            None if parent is None else str(parent),
-        )
-
-    def _options(self, stop: list[str] | None, kwargs: dict[str, Any]) -> Any:
-        """The core's options of one call: this copy's per-call fields first, the call's kwargs over them."""
-        for name, value in self._overrides.items():
-            if name == "stop":
-                stop = stop or value
-            else:
-                kwargs.setdefault(name, value)
-        return request_options(stop, kwargs)
+        return super().astream(input, config, stop=stop, **from_config(config, kwargs))
 
     # ------------------------------------------------------------------ generation
 
@@ -326,7 +261,7 @@ class UniScaleChat(BaseChatModel, RouterConfig):
     ) -> ChatResult:
         from .client import run_sync
 
-        return run_sync(self._agenerate(messages, stop, None, **self._keys_as_kwargs(run_manager, kwargs)))
+        return run_sync(self._agenerate(messages, stop, None, **keys_as_kwargs(run_manager, kwargs)))
 
     async def _agenerate(
         self,
@@ -335,9 +270,7 @@ class UniScaleChat(BaseChatModel, RouterConfig):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        run_id, request_id, parent_run_id = self._run_keys(run_manager, kwargs)
-        run_id = kwargs.pop("_uniscale_run_id", run_id)
-        parent_run_id = kwargs.pop("_uniscale_parent_run_id", parent_run_id)
+        run_id, request_id, parent_run_id = call_keys(run_manager, kwargs)
         answered: list[AIMessage] = []
 
         def score(completion: Completion) -> Any:
@@ -345,8 +278,8 @@ class UniScaleChat(BaseChatModel, RouterConfig):
             return self.feedback_fn(messages, answered[0]) if self.feedback_fn is not None else None
 
         completion = await self.core.arun(
-            self._openai_messages(messages),
-            self._options(stop, kwargs),
+            openai_messages(messages),
+            call_options(self._overrides, stop, kwargs),
             run_id=run_id,
             request_id=request_id,
             score=score if self.feedback_fn is not None else None,
@@ -365,9 +298,7 @@ class UniScaleChat(BaseChatModel, RouterConfig):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        for chunk in iterate_sync(
-            self._astream(messages, stop, None, **self._keys_as_kwargs(run_manager, kwargs))
-        ):
+        for chunk in iterate_sync(self._astream(messages, stop, None, **keys_as_kwargs(run_manager, kwargs))):
             if run_manager is not None:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
@@ -380,9 +311,7 @@ class UniScaleChat(BaseChatModel, RouterConfig):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         """Token chunks for Single arms, one chunk otherwise; then a last chunk with usage and the record."""
-        run_id, request_id, parent_run_id = self._run_keys(run_manager, kwargs)
-        run_id = kwargs.pop("_uniscale_run_id", run_id)
-        parent_run_id = kwargs.pop("_uniscale_parent_run_id", parent_run_id)
+        run_id, request_id, parent_run_id = call_keys(run_manager, kwargs)
         first: list[ChatGenerationChunk] = []
 
         def stamped_run_id() -> str | None:
@@ -395,8 +324,8 @@ class UniScaleChat(BaseChatModel, RouterConfig):
             return self.feedback_fn(messages, message)
 
         stream = self.core.arun_stream(
-            self._openai_messages(messages),
-            self._options(stop, kwargs),
+            openai_messages(messages),
+            call_options(self._overrides, stop, kwargs),
             run_id=run_id if run_id is not None else stamped_run_id,
             request_id=request_id,
             score=score if self.feedback_fn is not None else None,
@@ -413,30 +342,7 @@ class UniScaleChat(BaseChatModel, RouterConfig):
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
 
-    def _keys_as_kwargs(self, run_manager: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """The sync faces run the async ones without a run manager: carry the run and request ids over."""
-        run_id, request_id, parent_run_id = self._run_keys(run_manager, kwargs)
-        keys: dict[str, Any] = {"_uniscale_run_id": run_id, "_uniscale_parent_run_id": parent_run_id}
-        if request_id is not None:
-            keys[REQUEST_ID_METADATA_KEY] = request_id
-        return {**kwargs, **keys}
-
-    @staticmethod
-    def _openai_messages(messages: list[BaseMessage]) -> list[dict[str, Any]]:
-        if not messages:
-            # The caller's mistake: refuse it before any arm is called (and so before any arm is penalised).
-            raise ConfigError(
-                "messages: got an empty list; pass at least one message, e.g. chat.invoke('Hello')"
-            )
-        return cast(list[dict[str, Any]], convert_to_openai_messages(messages))
-
     # ------------------------------------------------------------------ feedback and the core's faces
-
-    @staticmethod
-    def _feedback_key(key: Any) -> Any:
-        if isinstance(key, AIMessage):
-            return ((key.response_metadata or {}).get("uniscale") or {}).get("decision_id") or key.id
-        return key
 
     def feedback(self, key: Any, score: Any) -> FeedbackResult:
         """Score a past answer: `score` is its quality in [0, 1]; the policy learns it.
@@ -445,11 +351,11 @@ class UniScaleChat(BaseChatModel, RouterConfig):
         given in config metadata. Repeated feedback on the same decision is a no-op returning the first
         result (`duplicate=True`). Raises `FeedbackError` for an unknown key or an invalid score.
         """
-        return self.core.feedback(self._feedback_key(key), score)
+        return self.core.feedback(feedback_key(key), score)
 
     async def afeedback(self, key: Any, score: Any) -> FeedbackResult:
         """Async twin of `feedback`: the state file is written in a worker thread."""
-        return await self.core.afeedback(self._feedback_key(key), score)
+        return await self.core.afeedback(feedback_key(key), score)
 
     @property
     def pending_decisions(self) -> FeedbackStore:
@@ -478,7 +384,7 @@ class UniScaleChat(BaseChatModel, RouterConfig):
     def explain(self, prompt: str | Sequence[BaseMessage]) -> list[dict[str, Any]]:
         """How every arm would score for `prompt` now (best first); nothing is learnt or called."""
         messages: list[BaseMessage] = [HumanMessage(prompt)] if isinstance(prompt, str) else list(prompt)
-        return self.core.explain(self._openai_messages(messages))
+        return self.core.explain(openai_messages(messages))
 
     def close(self) -> None:
         """Save what autosave has pending and stop its thread (also done at interpreter exit)."""
