@@ -53,6 +53,16 @@ def test_cost_penalty_and_reward_edge_cases():
     assert estimate_tokens("") == 1 and estimate_tokens("abcdefghi") == 3
 
 
+def test_cost_penalty_geometric_mean_reference_by_hand():
+    costs = np.array([0.0, 1.0, 4.0, 16.0])
+    penalty, reference = cost_penalty(costs, 0.5, reference="geomean")
+    assert reference == pytest.approx(4.0)  # (1 * 4 * 16) ** (1/3): free arms do not pull it to zero
+    assert penalty.tolist() == pytest.approx([0.0, 0.125, 0.5, 2.0])
+    assert cost_penalty(costs, 0.5)[1] == 16.0  # the default stays the dearest arm
+    with pytest.raises(ConfigError, match=r"cost_penalty\.reference.*geomean"):
+        cost_penalty(costs, 0.5, reference="mean")
+
+
 def test_cost_prediction_by_hand():
     space = ArmSpace.product([SMALL], STRATEGIES)
     model = CostModel(space, default_output_tokens=256, default_latency_s_per_call=2.0)

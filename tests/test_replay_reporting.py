@@ -14,7 +14,7 @@ import uniscale_lc.replay.cli as cli_module
 from uniscale_lc.progress import LineProgress
 from uniscale_lc.replay import ReplayConfig, replay_dataset
 from uniscale_lc.replay.cli import add_subparser, run
-from uniscale_lc.replay.metrics import arm_share, steps_until_ahead
+from uniscale_lc.replay.metrics import arm_share, steps_until_ahead, task_best_arms
 
 
 def test_steps_until_ahead_is_the_step_after_the_last_time_behind() -> None:
@@ -32,6 +32,19 @@ def test_arm_share_counts_the_last_quarter_only() -> None:
         arm_share(chosen, 0, 0.0)
 
 
+def test_task_best_arms_picks_each_tasks_most_accurate_arm() -> None:
+    quality = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [1, 1]], dtype=float)
+    best = task_best_arms(quality, ["a", "a", "b", "b", "b"])
+    assert best.tolist() == [0, 0, 1, 1, 1]  # arm 0 wins task a (1.0 vs 0), arm 1 task b (1.0 vs 1/3)
+    # One target per step: steps 0-2 and 4 chose their task's best arm, step 3 did not.
+    assert arm_share(np.array([0, 0, 1, 0, 1]), best, 1.0) == pytest.approx(0.8)
+    assert arm_share(np.array([0, 0, 1, 0, 1]), best, 0.4) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="one per step"):
+        arm_share(np.array([0, 1, 0]), best, 1.0)
+    with pytest.raises(ValueError, match="one task per row"):
+        task_best_arms(quality, ["a", "b"])
+
+
 def test_a_cost_blind_learner_converges_to_the_clearly_best_arm(tmp_path: Path) -> None:
     """Toy table: `big` is right on every question, `small` on half; ignoring cost, pick `big`."""
     directory = write_two_task_table(tmp_path / "toy")
@@ -42,6 +55,10 @@ def test_a_cost_blind_learner_converges_to_the_clearly_best_arm(tmp_path: Path) 
     assert uniscale["best_arm_share_last_quarter_w0"] >= 0.9
     assert report["policies"]["random"]["best_arm_share_last_quarter_w0"] < 0.6
     assert len(uniscale["requests_until_ahead_of_best_fixed"]) == 2
+    # `big` is (one of) the most accurate on both tasks: routing by task buys nothing over it here.
+    assert report["most_accurate_arm"]["per_task_best_accuracy"] == pytest.approx(1.0)
+    assert report["most_accurate_arm"]["n_tasks"] == 2
+    assert uniscale["task_best_arm_share_last_quarter_w0"] >= 0.45  # at least the maths half
 
 
 def test_line_progress_prints_lines_not_carriage_returns() -> None:

@@ -12,6 +12,7 @@ import pytest
 
 import uniscale_lc.replay.runner as runner_module
 from uniscale_lc.costs import CostModel
+from uniscale_lc.errors import ConfigError
 from uniscale_lc.replay import (
     POLICY_KEYS,
     ReplayConfig,
@@ -170,6 +171,24 @@ def test_replay_is_deterministic_under_a_seed(toy_env: ReplayEnvironment) -> Non
         a = run_learner(toy_env, learner, 4, 0.3, other, config)
         b = run_learner(toy_env, learner, 4, 0.3, other, config)
         assert np.array_equal(a.arm, b.arm)
+
+
+def test_geometric_mean_cost_reference_charges_the_dear_arm_more(toy_env: ReplayEnvironment) -> None:
+    """`big` costs 100x `small`: against their geometric mean it pays 10x the weight, so it is picked less."""
+    order = question_order(N_QUESTIONS, 0)
+    big = next(c for c, arm in enumerate(toy_env.outcomes.arms) if arm.arm_id == "big:direct|single")
+    picks = {
+        reference: int(
+            (
+                run_learner(toy_env, "uniscale", 0, 0.3, order, ReplayConfig(cost_reference=reference)).arm
+                == big
+            ).sum()
+        )
+        for reference in ("max", "geomean")
+    }
+    assert picks["geomean"] < picks["max"] / 2, picks
+    with pytest.raises(ConfigError, match="cost_reference"):
+        ReplayConfig(cost_reference="median")
 
 
 def test_rewards_use_the_per_question_reference_cost(toy_env: ReplayEnvironment) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "non_decreasing_convex_hull",
     "pareto_frontier",
     "steps_until_ahead",
+    "task_best_arms",
 ]
 
 ArrayLike = Sequence[float] | np.ndarray
@@ -262,12 +263,39 @@ def steps_until_ahead(regret: ArrayLike) -> int | None:
     return 0 if behind.size == 0 else int(behind[-1]) + 1
 
 
-def arm_share(chosen: ArrayLike, column: int, last_fraction: float = 0.25) -> float:
-    """Share of the last `last_fraction` of the steps spent on arm `column` (convergence to one arm)."""
+def arm_share(chosen: ArrayLike, column: int | np.ndarray, last_fraction: float = 0.25) -> float:
+    """Share of the last `last_fraction` of the steps spent on arm `column` (convergence to one arm).
+
+    `column` may be one column per step (e.g. each step's per-task best arm, `task_best_arms`).
+    """
     picks = np.asarray(chosen).ravel()
+    target = np.asarray(column).ravel()
+    if target.size not in (1, picks.size):
+        raise ValueError(
+            f"arm_share.column: got {target.size} columns for {picks.size} steps; give one or one per step"
+        )
     if picks.size == 0:
         raise ValueError("arm_share: no steps")
     if not 0 < last_fraction <= 1:
         raise ValueError(f"arm_share.last_fraction: got {last_fraction}; use a fraction in (0, 1]")
-    tail = picks[picks.size - max(1, math.ceil(picks.size * last_fraction)) :]
-    return float(np.mean(tail == column))
+    start = picks.size - max(1, math.ceil(picks.size * last_fraction))
+    return float(np.mean(picks[start:] == (target if target.size == 1 else target[start:])))
+
+
+def task_best_arms(quality: np.ndarray, tasks: Sequence[str]) -> np.ndarray:
+    """Per question, the arm column most accurate in hindsight on that question's task (ties: lowest column).
+
+    With a context that tells tasks apart, converging to one arm is wrong wherever another arm is better on a
+    task; this is what a cost-blind contextual learner should converge to instead (issue 9, aim 5).
+    """
+    matrix = np.asarray(quality, dtype=np.float64)
+    labels = np.asarray(tasks, dtype=object)
+    if matrix.ndim != 2 or labels.shape != (matrix.shape[0],):
+        raise ValueError(
+            f"task_best_arms: got quality {matrix.shape} and {labels.shape} tasks; one task per row"
+        )
+    best = np.empty(matrix.shape[0], dtype=np.int64)
+    for task in dict.fromkeys(labels.tolist()):
+        rows = labels == task
+        best[rows] = int(np.argmax(matrix[rows].mean(axis=0)))
+    return best

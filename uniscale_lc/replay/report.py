@@ -26,6 +26,7 @@ from .metrics import (
     cumulative_regret,
     learning_curve,
     steps_until_ahead,
+    task_best_arms,
 )
 from .runner import (
     ReplayConfig,
@@ -171,6 +172,7 @@ def build_report(
     reward_matrix = _reward_matrix(env, weight)
     window = max(20, env.n_questions // 20)
     most_accurate = int(np.argmax(mean_quality))
+    task_best = task_best_arms(outcomes.quality, outcomes.tasks)
     policies: dict[str, Any] = {}
     for key, frontier in frontiers.items():
         headline = _at(frontier, weight)
@@ -212,7 +214,21 @@ def build_report(
             if 0.0 in config.cost_weights:
                 # Ignoring cost, does it converge to the most accurate arm? (issue 9, aim 5)
                 entry["best_arm_share_last_quarter_w0"] = float(
-                    np.mean([arm_share(traces[(key, seed, 0.0)].arm, most_accurate) for seed in range(config.seeds)])
+                    np.mean(
+                        [
+                            arm_share(traces[(key, seed, 0.0)].arm, most_accurate)
+                            for seed in range(config.seeds)
+                        ]
+                    )
+                )
+                # ... or, where tasks differ, to each task's most accurate arm (what context should buy)?
+                entry["task_best_arm_share_last_quarter_w0"] = float(
+                    np.mean(
+                        [
+                            arm_share(trace.arm, task_best[trace.order])
+                            for trace in (traces[(key, seed, 0.0)] for seed in range(config.seeds))
+                        ]
+                    )
                 )
             entry["cumulative_regret"], entry["cumulative_regret_std"] = _mean_std(regrets)
             entry["learning_curve"] = {
@@ -254,6 +270,12 @@ def build_report(
             "margin": float(mean_quality[most_accurate] - np.partition(mean_quality, -2)[-2])
             if len(mean_quality) > 1
             else None,
+            # Share of the questions whose task's most accurate arm is this arm, and the accuracy of
+            # routing each task to its own most accurate arm (hindsight): when these differ from 1 and from
+            # its accuracy, converging to this one arm is not what a contextual learner should do.
+            "task_best_share": float(np.mean(task_best == most_accurate)),
+            "per_task_best_accuracy": float(outcomes.quality[np.arange(env.n_questions), task_best].mean()),
+            "n_tasks": len(set(outcomes.tasks)),
         },
         "best_arm_by_accuracy": {
             "arm": outcomes.arm_ids[best_index],

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..arms import Arm, ArmSpace
-from ..costs import CostModel, cost_penalty, estimate_tokens
+from ..costs import COST_REFERENCES, CostModel, cost_penalty, estimate_tokens
 from ..errors import ConfigError
 from ..features_minilm import FEATURIZERS, make_featurizer
 from ..model_spec import ModelSpec
@@ -93,6 +93,8 @@ class ReplayConfig:
     # on GSM8K it did not pay (docs/results.md, "Side observations").
     side_observations: bool = False
     epsilon: float = 0.1
+    # The live default ("max": the dearest candidate's cost); "geomean" is replayed as a variant only.
+    cost_reference: str = "max"
     drift: tuple[str, ...] = ()
     drift_window: int = 200
     price_factor: float = 10.0
@@ -118,6 +120,10 @@ class ReplayConfig:
         if self.featurizer not in FEATURIZERS:
             raise ConfigError(
                 f"ReplayConfig.featurizer: got {self.featurizer!r}; choose from {list(FEATURIZERS)}"
+            )
+        if self.cost_reference not in COST_REFERENCES:
+            raise ConfigError(
+                f"ReplayConfig.cost_reference: got {self.cost_reference!r}; choose from {list(COST_REFERENCES)}"
             )
         if self.workers < 0:
             raise ConfigError(f"ReplayConfig.workers: got {self.workers}; use >= 1, or 0 for one per core")
@@ -413,7 +419,9 @@ def run_learner(
                 removed.discard(event.model)
             candidates = _candidates(env, columns, removed)
         penalty, _ = cost_penalty(
-            predicted.predict(float(env.prompt_tokens[question]), candidates), cost_weight
+            predicted.predict(float(env.prompt_tokens[question]), candidates),
+            cost_weight,
+            config.cost_reference,
         )
         decision = policy.select(env.features[question], candidates, penalty)
         column = column_of[decision.arm_id]
