@@ -17,12 +17,13 @@ Forgetting (gamma < 1) discounts old evidence as in discounted LinUCB: A <- gamm
 inverse, which only widens the confidence bound slightly (by at most (1 - gamma^refresh_every) prior
 in the Gram matrix; tests/test_linucb.py checks both bounds).
 
-Speed: a decision reads every candidate arm's d x d inverse once (that read bounds its time), so
-scoring keeps a packed float32 copy of each per-arm inverse (upper triangle, off-diagonal doubled, scaled):
-x' A_a^-1 x for all arms is one matrix-vector product over a quarter of the memory (the bonus needs no
-more precision; the exact inverse the updates use stays float64). Per-arm statistics share one scratch
-buffer and keep few pending rows, so an arm holds two d x d float64 matrices (Gram and inverse) and little
-else. See docs/performance.md.
+Speed and memory: a decision reads every candidate arm's d x d inverse once (that read bounds its time), so
+each per-arm inverse is stored only in the float32 form scoring reads (policy/arm_inverses.py): prior minus
+one low-rank row per observation for an arm with few observations, else the packed upper triangle
+(off-diagonal doubled, forgetting folded in). Updates work in float64 and round once; the exact Gram matrix
+is kept in float64 and re-inverted every `refresh_every` updates, so float32 rounding never accumulates past
+that (policy/packed.py). An arm holds at most about 34 KB at d = 64. The shared statistic stays exact
+float64 (policy/ridge.py). See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ import numpy as np
 
 from ..arms import ARM_FEATURE_DIM, ARM_FEATURE_NAMES, ArmSpace
 from ..errors import ConfigError, StateError
+from .arm_inverses import ArmInverses
 from .base import Decision, argmax_tiebreak, check_context, check_reward, penalty_vector, top_scores
-from .ridge import _PER_ARM_PENDING_ROWS, MAX_RIDGE, MIN_RIDGE, RidgeStats
+from .packed import PackedRidgeStats
+from .ridge import MAX_RIDGE, MIN_RIDGE, RidgeStats
 
 __all__ = ["ARM_RIDGE_RATIO", "CONTEXT_RIDGE_RATIO", "LinUCB", "RidgeStats"]
 
@@ -169,18 +172,10 @@ class LinUCB:
             # Per-arm features are [1, x]: the arm's own mean, then its prompt-feature weights.
             self._arm_prior = np.full(augmented, self.context_ridge)
             self._arm_prior[0] = self.arm_ridge
-            self._arm_stats: dict[str, RidgeStats] = {}
+            self._arm_stats: dict[str, PackedRidgeStats] = {}
             self._slot_of: dict[str, int] = {}
-            # Scoring copies of the per-arm inverses: the upper triangle only, off-diagonal entries
-            # doubled, times the forgetting scale, so x' A^-1 x for every arm is one matrix-vector
-            # product over half the memory (reading K inverses is what bounds a decision's time).
-            upper_rows, upper_cols = np.triu_indices(augmented)
-            self._upper_flat = upper_rows * augmented + upper_cols
-            self._upper_weight = np.where(upper_rows == upper_cols, 1.0, 2.0)
-            # float32: the scoring copy only (the exact inverse stays float64); a decision reads every
-            # candidate's copy, so half the bytes is about half the time at 1,000 arms.
-            self._packed_inverse = np.zeros((8, self._upper_flat.size), dtype=np.float32)
-            self._arm_scratch = np.empty((augmented, augmented))
+            # The per-arm inverses themselves, in the float32 forms scoring reads (policy/arm_inverses.py).
+            self._arm_inverses = ArmInverses(augmented, self._arm_prior)
             self._stacked_weights = np.zeros((8, augmented))
             # Candidate views (ids, arm features, slots) per arm-space version and subset.
             self._views: dict[tuple[int, tuple[str, ...] | None], _CandidateView] = {}
@@ -201,31 +196,18 @@ class LinUCB:
         slot = self._slot_of.get(arm_id)
         if slot is None:
             slot = len(self._slot_of)
-            if slot == self._packed_inverse.shape[0]:  # grow by doubling: amortised O(1) per arm
-                self._packed_inverse = np.concatenate(
-                    [self._packed_inverse, np.zeros_like(self._packed_inverse)]
-                )
+            if slot == self._stacked_weights.shape[0]:  # grow by doubling: amortised O(1) per arm
                 self._stacked_weights = np.concatenate(
                     [self._stacked_weights, np.zeros_like(self._stacked_weights)]
                 )
             self._slot_of[arm_id] = slot
-            stats = RidgeStats(
-                self.context_dim + 1,
-                self.ridge,
-                self.forgetting,
-                self.refresh_every,
-                prior=self._arm_prior,
-                pending_rows=_PER_ARM_PENDING_ROWS,
-                scratch=self._arm_scratch,
-            )
+            stats = self._arm_inverses.add_arm(self.ridge, self.forgetting, self.refresh_every)
             self._arm_stats[arm_id] = stats
             self._sync_slot(slot, stats)
         return slot
 
-    def _sync_slot(self, slot: int, stats: RidgeStats) -> None:
-        """Copy one arm's inverse (packed, scaled) and weights into the scoring arrays."""
-        weight = self._upper_weight if stats._scale == 1.0 else self._upper_weight * stats._scale
-        np.multiply(stats._inverse.ravel().take(self._upper_flat), weight, out=self._packed_inverse[slot])
+    def _sync_slot(self, slot: int, stats: PackedRidgeStats) -> None:
+        """Copy one arm's weights into the scoring array (its inverse is already a row there)."""
         self._stacked_weights[slot] = stats.weights
 
     def _remember_space_features(self, space: ArmSpace) -> None:
@@ -282,11 +264,10 @@ class LinUCB:
                 # The unscaled inverse and a scalar scale: no D x D copy under forgetting.
                 partial = np.dot(reduced, stats._inverse.reshape(p, m * p * m)).reshape(m, p, m)
                 arm_gram = np.einsum("j,mjn->mn", reduced, partial)
-                variance += ((features @ arm_gram) * features).sum(axis=1) * stats._scale
+                variance += np.einsum("km,km->k", features @ arm_gram, features) * stats._scale
             if self.per_arm:
                 count = len(self._slot_of)
-                outer = np.multiply.outer(x_aug, x_aug).ravel().take(self._upper_flat).astype(np.float32)
-                per_arm_variance = self._packed_inverse[:count] @ outer
+                per_arm_variance = self._arm_inverses.variance(x_aug)
                 per_arm_mean = self._stacked_weights[:count] @ x_aug
                 if view.in_slot_order:
                     variance += per_arm_variance[: len(ids)]
@@ -351,8 +332,7 @@ class LinUCB:
                 )
             if self.per_arm:
                 count = len(self._slot_of)
-                outer = (x_aug[:, :, None] * x_aug[:, None, :]).reshape(rows, -1)[:, self._upper_flat].astype(np.float32)
-                variance += (outer @ self._packed_inverse[:count].T)[:, view.slots]
+                variance += self._arm_inverses.variance_rows(x_aug)[:, view.slots]
                 mean += (x_aug @ self._stacked_weights[:count].T)[:, view.slots]
             bonus = self.alpha * np.sqrt(np.maximum(variance, 0.0))
             decisions = []
@@ -532,10 +512,9 @@ class LinUCB:
             "_shared_dim",
             "_shared_stats",
             "_arm_prior",
-            "_arm_scratch",
+            "_arm_inverses",
             "_arm_stats",
             "_slot_of",
-            "_packed_inverse",
             "_stacked_weights",
             "_known_features",
             "_rng",

@@ -3,20 +3,21 @@
 The numerics LinUCB (policy/linucb.py) is built on: Sherman-Morrison rank-one updates (symmetric by
 construction), an exact Gram matrix assembled lazily from buffered rows and re-inverted every
 `refresh_every` updates (Cholesky, or an eigendecomposition floored at `ridge`), a diagonal prior, and
-forgetting. Loaded state is validated (`_check_inverse`) before use.
+forgetting. Loaded state is validated (`read_state`, `check_inverse`) before use.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import StateError
 
-__all__ = ["MAX_RIDGE", "MIN_RIDGE", "RidgeStats"]
+__all__ = ["MAX_RIDGE", "MIN_RIDGE", "RidgeStats", "SavedStats", "check_inverse", "exact_inverse", "read_state"]
 
 # The numerics carry ridges in this range: 1/ridge (the starting inverse) stays finite and far from overflow
 # after updates, and ridge itself stays far above the subnormals (1e-320 made the inverse inf).
@@ -29,7 +30,55 @@ _FLUSH_ROWS = 64
 _PER_ARM_PENDING_ROWS = 8
 
 
-class RidgeStats:
+class _PendingRows:
+    """What both forms of a statistic share: the target and the feature rows awaiting the exact Gram."""
+
+    forgetting: float
+    target: np.ndarray
+    _pending_rows: np.ndarray
+    _pending: int
+    _since_refresh: int
+    weights: np.ndarray
+
+    def _discount_gram(self, total: float) -> None:
+        """Gram <- total Gram + (1 - total) diag(prior): `count` updates' forgetting at once."""
+        raise NotImplementedError
+
+    def _add_to_gram(self, block: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _flush(self) -> None:
+        """Fold the pending rows (with their forgetting weights) into the exact Gram matrix."""
+        count = self._pending
+        if count == 0:
+            return
+        gamma = self.forgetting
+        rows = self._pending_rows[:count]
+        if gamma < 1.0:
+            self._discount_gram(gamma**count)
+            weighted = rows * (gamma ** np.arange(count - 1, -1, -1, dtype=np.float64))[:, None]
+        else:
+            weighted = rows
+        self._add_to_gram(weighted.T @ rows)
+        self._pending = 0
+
+    def _learn_weights(self, features: np.ndarray, value: float, projected: np.ndarray, denominator: float) -> None:
+        # theta' = theta + u (r - phi.theta) / den: the closed form of A'^-1 b', with or without forgetting.
+        self.weights = self.weights + projected * ((value - float(features @ self.weights)) / denominator)
+
+    def _remember(self, features: np.ndarray, value: float) -> None:
+        """Discount the target, add this pair to it, and buffer the row for the exact Gram matrix."""
+        if self.forgetting < 1.0:
+            self.target *= self.forgetting
+        if self._pending == self._pending_rows.shape[0]:
+            self._flush()
+        self._pending_rows[self._pending] = features
+        self._pending += 1
+        self._since_refresh += 1
+        self.target += value * features
+
+
+class RidgeStats(_PendingRows):
     """Sufficient statistics of one ridge regression with an incrementally maintained inverse.
 
     Hot-path costs per update: two D x D in-place passes (the rank-one downdate) and O(D) for the
@@ -82,16 +131,9 @@ class RidgeStats:
 
     def add(self, features: np.ndarray, value: float) -> None:
         """Learn one (features, value) pair."""
-        gamma = self.forgetting
-        if gamma < 1.0:
-            self._scale /= gamma
-            self.target *= gamma
-        if self._pending == self._pending_rows.shape[0]:
-            self._flush()
-        self._pending_rows[self._pending] = features
-        self._pending += 1
-        self._since_refresh += 1
-        self.target += value * features
+        if self.forgetting < 1.0:
+            self._scale /= self.forgetting
+        self._remember(features, value)
         projected = (self._inverse @ features) * self._scale
         denominator = 1.0 + float(features @ projected)
         self.updates += 1
@@ -107,25 +149,14 @@ class RidgeStats:
         shared = projected / math.sqrt(denominator * self._scale)
         np.multiply(shared[:, None], shared[None, :], out=self._buffer)
         self._inverse -= self._buffer
-        # theta' = theta + u (r - phi.theta) / den: the closed form of A'^-1 b', with or without forgetting.
-        self.weights = self.weights + projected * ((value - float(features @ self.weights)) / denominator)
+        self._learn_weights(features, value, projected, denominator)
 
-    def _flush(self) -> None:
-        """Fold the pending rows (with their forgetting weights) into the exact Gram matrix."""
-        count = self._pending
-        if count == 0:
-            return
-        gamma = self.forgetting
-        if gamma < 1.0:
-            decay = gamma ** np.arange(count - 1, -1, -1, dtype=np.float64)
-            total = gamma**count
-            self._gram *= total
-            self._gram[np.diag_indices(self.dim)] += (1.0 - total) * self.prior
-        else:
-            decay = np.ones(count)
-        rows = self._pending_rows[:count]
-        self._gram += (rows * decay[:, None]).T @ rows
-        self._pending = 0
+    def _discount_gram(self, total: float) -> None:
+        self._gram *= total
+        self._gram[np.diag_indices(self.dim)] += (1.0 - total) * self.prior
+
+    def _add_to_gram(self, block: np.ndarray) -> None:
+        self._gram += block
 
     def refresh(self) -> None:
         """Exact inverse of the accumulated Gram matrix (Cholesky), symmetrised.
@@ -136,14 +167,7 @@ class RidgeStats:
         """
         self._flush()
         self._gram = 0.5 * (self._gram + self._gram.T)
-        try:
-            factor = np.linalg.cholesky(self._gram)
-            lower_inverse = np.linalg.solve(factor, np.eye(self.dim))
-            inverse = lower_inverse.T @ lower_inverse
-        except np.linalg.LinAlgError:
-            eigenvalues, vectors = np.linalg.eigh(self._gram)
-            inverse = (vectors / np.maximum(eigenvalues, self.ridge)) @ vectors.T
-        self._inverse = 0.5 * (inverse + inverse.T)
+        self._inverse = exact_inverse(self._gram, self.ridge)
         self._scale = 1.0
         self._since_refresh = 0
         self.weights = self._inverse @ self.target
@@ -151,63 +175,100 @@ class RidgeStats:
     def state(self) -> dict[str, Any]:
         # The inverse is saved unscaled with its pending forgetting scale (true inverse =
         # inverse * inverse_scale), and with the refresh phase, so a loaded policy continues bit for bit.
-        return {
-            "gram": self.gram.copy(),
-            "inverse": self._inverse.copy(),
-            "inverse_scale": self._scale,
-            "target": self.target.copy(),
-            "weights": self.weights.copy(),
-            "updates": self.updates,
-            "since_refresh": self._since_refresh,
-        }
+        return SavedStats(
+            self.gram.copy(), self._inverse.copy(), self._scale, self.target.copy(), self.weights.copy(),
+            self.updates, self._since_refresh,
+        ).to_state()
 
     def load(self, state: Mapping[str, Any], owner: str) -> None:
-        arrays = {}
-        for key in ("gram", "inverse", "target", "weights"):
-            if key == "weights" and key not in state:
-                continue  # written before weights were saved: recomputed below
-            try:
-                array = np.array(state[key], dtype=np.float64)
-            except KeyError:
-                raise StateError(f"{owner}.{key}: missing; the state file was edited or corrupt") from None
-            except (TypeError, ValueError):
-                raise StateError(f"{owner}.{key}: not a numeric array; the state file is corrupt") from None
-            expected = (self.dim,) if key in ("target", "weights") else (self.dim, self.dim)
-            if array.shape != expected or not np.isfinite(array).all():
-                raise StateError(
-                    f"{owner}.{key}: shape {array.shape} or non-finite values; expected {expected}"
-                )
-            arrays[key] = array
-        try:
-            updates = int(state.get("updates", 0))
-            since_refresh = int(state.get("since_refresh", 0))
-            scale = float(state.get("inverse_scale", 1.0))
-        except (TypeError, ValueError):
-            raise StateError(f"{owner}: updates, since_refresh or inverse_scale is not a number") from None
-        if not (math.isfinite(scale) and 1.0 <= scale <= 1e6) or updates < 0 or since_refresh < 0:
-            raise StateError(
-                f"{owner}: inverse_scale, updates or since_refresh out of range; the file is corrupt"
-            )
+        loaded = read_state(state, self.dim, owner)
         # Between refreshes the incremental inverse leaves out the (1 - gamma) prior terms, so under forgetting
         # its Gram matrix can fall to gamma^refresh_every x the prior (module docstring).
         floor = self.ridge * self.forgetting**self.refresh_every
-        _check_inverse(arrays["inverse"] * scale, floor, owner)
-        self._gram, self._inverse, self.target = arrays["gram"], arrays["inverse"], arrays["target"]
-        self._scale = scale
+        check_inverse(loaded.inverse * loaded.scale, floor, owner)
+        self._gram, self._inverse, self.target = loaded.gram, loaded.inverse, loaded.target
+        self._scale = loaded.scale
         self._pending = 0
-        self._since_refresh = min(since_refresh, self.refresh_every - 1)
+        self._since_refresh = min(loaded.since_refresh, self.refresh_every - 1)
         # Saved weights make a save/load round trip continue bit for bit; recomputing would differ
         # from the incrementally updated weights in the last digits.
-        self.weights = arrays["weights"] if "weights" in arrays else self.inverse @ self.target
-        self.updates = updates
+        self.weights = loaded.weights if loaded.weights is not None else self.inverse @ self.target
+        self.updates = loaded.updates
 
 
-def _check_inverse(inverse: np.ndarray, ridge: float, owner: str) -> None:
+def exact_inverse(gram: np.ndarray, ridge: float) -> np.ndarray:
+    """The symmetrised inverse of a symmetric Gram matrix by Cholesky, or, when rounding defeats Cholesky,
+    by its eigendecomposition with eigenvalues raised to `ridge` (finite and positive either way)."""
+    try:
+        factor = np.linalg.cholesky(gram)
+        lower_inverse = np.linalg.solve(factor, np.eye(gram.shape[0]))
+        inverse = lower_inverse.T @ lower_inverse
+    except np.linalg.LinAlgError:
+        eigenvalues, vectors = np.linalg.eigh(gram)
+        inverse = (vectors / np.maximum(eigenvalues, ridge)) @ vectors.T
+    return 0.5 * (inverse + inverse.T)
+
+
+@dataclass(frozen=True)
+class SavedStats:
+    """One statistic as saved: full matrices, whichever form holds it, so either form reads the file."""
+
+    gram: np.ndarray
+    inverse: np.ndarray  # unscaled: the true inverse is inverse * scale
+    scale: float
+    target: np.ndarray
+    weights: np.ndarray | None  # None in files written before weights were saved
+    updates: int
+    since_refresh: int
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "gram": self.gram,
+            "inverse": self.inverse,
+            "inverse_scale": self.scale,
+            "target": self.target,
+            "weights": self.weights,
+            "updates": self.updates,
+            "since_refresh": self.since_refresh,
+        }
+
+
+def read_state(state: Mapping[str, Any], dim: int, owner: str) -> SavedStats:
+    """Parse a saved statistic (the full-matrix format both `RidgeStats` and `PackedRidgeStats` write)."""
+    arrays = {}
+    for key in ("gram", "inverse", "target", "weights"):
+        if key == "weights" and key not in state:
+            continue  # written before weights were saved: recomputed by the caller
+        try:
+            array = np.array(state[key], dtype=np.float64)
+        except KeyError:
+            raise StateError(f"{owner}.{key}: missing; the state file was edited or corrupt") from None
+        except (TypeError, ValueError):
+            raise StateError(f"{owner}.{key}: not a numeric array; the state file is corrupt") from None
+        expected = (dim,) if key in ("target", "weights") else (dim, dim)
+        if array.shape != expected or not np.isfinite(array).all():
+            raise StateError(f"{owner}.{key}: shape {array.shape} or non-finite values; expected {expected}")
+        arrays[key] = array
+    try:
+        updates = int(state.get("updates", 0))
+        since_refresh = int(state.get("since_refresh", 0))
+        scale = float(state.get("inverse_scale", 1.0))
+    except (TypeError, ValueError):
+        raise StateError(f"{owner}: updates, since_refresh or inverse_scale is not a number") from None
+    if not (math.isfinite(scale) and 1.0 <= scale <= 1e6) or updates < 0 or since_refresh < 0:
+        raise StateError(f"{owner}: inverse_scale, updates or since_refresh out of range; the file is corrupt")
+    return SavedStats(
+        arrays["gram"], arrays["inverse"], scale, arrays["target"], arrays.get("weights"), updates, since_refresh
+    )
+
+
+def check_inverse(inverse: np.ndarray, ridge: float, owner: str, tolerance: float = 1e-9) -> None:
     """Refuse a loaded inverse Gram matrix no learning could produce: it must be symmetric, positive
-    definite and at most 1/ridge (the prior bounds it), else every request's bonus would be NaN or inf."""
+    definite and at most 1/ridge (the prior bounds it), else every request's bonus would be NaN or inf.
+    `tolerance` is relative to its largest entry: float64 rounding by default, more for float32 storage."""
     bound = 1.0 / ridge
     scale = max(bound, float(np.abs(inverse).max(initial=0.0)))
-    tolerance = 1e-9 * scale
+    tolerance = tolerance * scale
     problem = None
     if float(np.abs(inverse - inverse.T).max(initial=0.0)) > tolerance:
         problem = "is not symmetric"
