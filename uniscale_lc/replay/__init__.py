@@ -12,6 +12,7 @@ pure metrics in `uniscale_lc.replay.metrics`. See docs/replay.md for the protoco
 """
 
 from .data import Generator, ModelPrice, OutcomeTable, OutcomeTableError, load_outcome_table
+from .drift import run_drift
 from .metrics import (
     aiq,
     apgr,
@@ -43,7 +44,6 @@ from .runner import (
     RunTrace,
     filter_arms,
     question_order,
-    run_drift,
     run_learner,
     run_sweep,
 )

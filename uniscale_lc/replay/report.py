@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..progress import progress_bar
+from .drift import run_drift
 from .metrics import (
     aiq,
     apgr,
@@ -33,7 +34,6 @@ from .runner import (
     ReplayEnvironment,
     RunTrace,
     hindsight_choice,
-    run_drift,
     run_sweep,
 )
 from .warm import WARM_LEARNERS, heldout_environment
