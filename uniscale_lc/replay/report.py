@@ -213,22 +213,13 @@ def build_report(
             entry["requests_until_ahead_of_best_fixed"] = until_ahead
             if 0.0 in config.cost_weights:
                 # Ignoring cost, does it converge to the most accurate arm? (issue 9, aim 5)
+                cost_blind = [traces[(key, seed, 0.0)] for seed in range(config.seeds)]
                 entry["best_arm_share_last_quarter_w0"] = float(
-                    np.mean(
-                        [
-                            arm_share(traces[(key, seed, 0.0)].arm, most_accurate)
-                            for seed in range(config.seeds)
-                        ]
-                    )
+                    np.mean([arm_share(trace.arm, most_accurate) for trace in cost_blind])
                 )
                 # ... or, where tasks differ, to each task's most accurate arm (what context should buy)?
                 entry["task_best_arm_share_last_quarter_w0"] = float(
-                    np.mean(
-                        [
-                            arm_share(trace.arm, task_best[trace.order])
-                            for trace in (traces[(key, seed, 0.0)] for seed in range(config.seeds))
-                        ]
-                    )
+                    np.mean([arm_share(trace.arm, task_best[trace.order]) for trace in cost_blind])
                 )
             entry["cumulative_regret"], entry["cumulative_regret_std"] = _mean_std(regrets)
             entry["learning_curve"] = {
