@@ -486,6 +486,8 @@ class LinUCB:
             stats = fresh._arm_stats[str(arm_id)]
             stats.load(arm_state, f"policy.per_arm[{arm_id!r}]")
             fresh._sync_slot(slot, stats)
+        if fresh.per_arm:
+            fresh._arm_inverses.restore_order()
         for arm_id, vec in dict(state.get("arm_features", {})).items():
             array = np.asarray(vec, dtype=np.float64)
             if array.shape != (ARM_FEATURE_DIM,) or not np.isfinite(array).all():
