@@ -49,7 +49,7 @@ def test_a_self_saved_state_always_reloads_and_scores_alike(tmp_path, options, m
         x = np.random.default_rng(seed + 100).uniform(-1.0, 1.0, 64) * magnitude
         _, mean, bonus, _ = policy.score(x)
         _, restored_mean, restored_bonus, _ = restored.score(x)
-        # To the last bit: every block is back at its place in the scoring passes (`restore_order`).
+        # To the last bit: saver and loaded copy both lay blocks out in slot order (`sort_by_slot`).
         assert np.array_equal(mean, restored_mean) and np.array_equal(bonus, restored_bonus)
 
 

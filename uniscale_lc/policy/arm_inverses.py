@@ -27,6 +27,7 @@ class _Pool:
 
     def __init__(self, shape: tuple[int, ...]):
         self.blocks = np.zeros((8, *shape), dtype=np.float32)
+        self.ones = np.ones(shape[0], dtype=np.float32)
         self.slots = np.zeros(8, dtype=np.intp)  # the arm slot of each block
         self.members: list[PackedRidgeStats] = []
 
@@ -120,18 +121,18 @@ class ArmInverses:
         stats._block_pool = None
         stats._block_index = self.dense_pool.add(stats, stats._slot)
 
-    def restore_order(self) -> None:
-        """Put loaded blocks back where they sat when saved (`PackedRidgeStats.saved_position`): a row's BLAS
-        rounding depends on its place in a short pass, and a round trip continues bit for bit. A pool whose
-        saved positions are missing or not a permutation keeps its load order."""
+    def sort_by_slot(self) -> None:
+        """Order every pool's blocks by arm slot, a layout that depends on nothing but the learnt state.
+
+        A row's BLAS rounding depends on its place in a short pass and the places on the order arms moved
+        in; LinUCB sorts when it saves and when it loads, so a saved policy and its loaded copy score and
+        continue bit for bit. One copy of each pool (8.6 MB at 1,000 dense arms, d = 64) per save.
+        """
         for pool in (*self.pools.values(), self.dense_pool):
             count = pool.count
-            wanted = [member.saved_position for member in pool.members]
-            if count < 2 or sorted(position if position is not None else -1 for position in wanted) != list(
-                range(count)
-            ):
+            order = np.argsort(pool.slots[:count], kind="stable")
+            if count < 2 or bool(np.all(order == np.arange(count))):
                 continue
-            order = np.argsort(np.array(wanted))
             pool.blocks[:count] = pool.blocks[order]
             pool.slots[:count] = pool.slots[order]
             pool.members = [pool.members[index] for index in order]
@@ -147,7 +148,8 @@ class ArmInverses:
             if count:
                 x32 = x.astype(np.float32) if x32 is None else x32
                 projected = (pool.blocks[:count].reshape(count * capacity, -1) @ x32).reshape(count, capacity)
-                variance[pool.slots[:count]] -= np.einsum("kr,kr->k", projected, projected)
+                projected *= projected
+                variance[pool.slots[:count]] -= projected @ pool.ones  # |V x|^2 (half an einsum's time)
         dense = self.dense_pool
         if dense.count:
             variance[dense.slots[: dense.count]] = dense.blocks[: dense.count] @ self.layout.outer(x)

@@ -123,7 +123,6 @@ class PackedRidgeStats(_PendingRows):
         # Where the inverse lives in the owner's arrays (set and kept current by the owner).
         self._block_pool: Any = None
         self._block_index = -1
-        self.saved_position: int | None = None  # its block's place when saved (`ArmInverses.restore_order`)
         owner.enter(self, 1)
         if forgetting < 1.0:
             self._make_dense(refresh=False)
@@ -292,7 +291,6 @@ class PackedRidgeStats(_PendingRows):
         state = SavedStats(
             self.gram, self.inverse, 1.0, self.target.copy(), self.weights.copy(), self.updates, self._since_refresh
         ).to_state()
-        state["block_index"] = self._block_index
         if self.fresh:
             state["rows"] = self._pending_rows[: self._pending].copy()
             state["low_rank"] = self._low_rank[: self._pending].astype(np.float64)
@@ -330,11 +328,6 @@ class PackedRidgeStats(_PendingRows):
             self._packed_gram = self._layout.pack(loaded.gram)
             self._store_inverse(0.5 * (inverse + inverse.T))
             self._pending = 0
-        try:
-            position = int(state.get("block_index", -1))
-        except (TypeError, ValueError):
-            raise StateError(f"{owner}.block_index: not an integer; the state file is corrupt") from None
-        self.saved_position = position if position >= 0 else None
         self.target = loaded.target
         self._since_refresh = min(loaded.since_refresh, self.refresh_every - 1)
         self.weights = loaded.weights if loaded.weights is not None else inverse @ self.target
