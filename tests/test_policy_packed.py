@@ -316,10 +316,10 @@ def test_policy_state_in_the_old_layout_loads_and_scores_alike():
     space = make_space(3)
     policy, bandit = trained(space, 60, seed=2, bandit_seed=12)
     state = policy.state_dict()
-    assert any("rows" in arm for arm in state["per_arm"].values())  # some arms are still fresh
+    assert any("rows" in arm or "fresh_rows" in arm for arm in state["per_arm"].values())  # some still fresh
     old_layout = {**state, "per_arm": {}}
     for arm_id, arm in state["per_arm"].items():
-        old_layout["per_arm"][arm_id] = {key: value for key, value in arm.items() if key not in ("rows", "low_rank")}
+        old_layout["per_arm"][arm_id] = {key: value for key, value in arm.items() if key not in ("rows", "low_rank", "fresh_rows", "fresh_low_rank")}
     loaded = LinUCB(seed=2)
     loaded.bind(space, 4)
     assert loaded.load_state_dict(old_layout) == []
@@ -330,3 +330,30 @@ def test_policy_state_in_the_old_layout_loads_and_scores_alike():
         _, loaded_mean, loaded_bonus, _ = loaded.score(x)
         assert np.allclose(mean, loaded_mean, rtol=1e-12, atol=1e-12)  # weights load exactly
         assert np.allclose(bonus, loaded_bonus, rtol=1e-5)
+
+
+def test_a_fresh_arm_past_eight_rows_saves_under_keys_older_releases_ignore():
+    """Releases before growing blocks refuse more than 8 `rows`; such arms write `fresh_rows`/`fresh_low_rank`,
+    round-trip bit for bit, and without those keys (what an older release reads) load dense from the matrices."""
+    rng = np.random.default_rng(12)
+    dim = 6
+    first = packed(dim)
+    for _ in range(20):
+        first.add(rng.standard_normal(dim), float(rng.standard_normal()))
+    saved = first.state()
+    assert first.fresh and "rows" not in saved and saved["fresh_rows"].shape == (20, dim)
+    second = packed(dim)
+    second.load(saved, "stats")
+    assert second.fresh
+    for _ in range(15):  # crosses the 33rd observation
+        row, value = rng.standard_normal(dim), float(rng.standard_normal())
+        first.add(row, value)
+        second.add(row, value)
+    for key, value in first.state().items():
+        assert np.array_equal(value, second.state()[key]), key
+    as_old = packed(dim)
+    as_old.load({k: v for k, v in saved.items() if not k.startswith("fresh_")}, "stats")
+    assert not as_old.fresh
+    assert np.abs(as_old.inverse - saved["inverse"]).max() < 2.0**-23 * np.abs(saved["inverse"]).max()
+    with pytest.raises(StateError, match="fresh_rows/fresh_low_rank"):
+        packed(dim).load({**saved, "fresh_rows": np.ones((MAX_FRESH_RANK + 1, dim))}, "stats")

@@ -19,10 +19,10 @@ in the Gram matrix; tests/test_linucb.py checks both bounds).
 
 Speed and memory: a decision reads every candidate arm's d x d inverse once (that read bounds its time), so
 each per-arm inverse is stored only in the float32 form scoring reads (policy/arm_inverses.py): prior minus
-one low-rank row per observation for an arm with few observations, else the packed upper triangle
-(off-diagonal doubled, forgetting folded in). Updates work in float64 and round once; the exact Gram matrix
-is kept in float64 and re-inverted every `refresh_every` updates, so float32 rounding never accumulates past
-that (policy/packed.py). An arm holds at most about 34 KB at d = 64. The shared statistic stays exact
+one low-rank row per observation for an arm with up to 32 observations (blocks that grow with them), else the
+packed upper triangle (off-diagonal doubled, forgetting folded in). Updates work in float64 and round once;
+the exact Gram matrix is kept in float64 and re-inverted every `refresh_every` updates, so float32 rounding
+never accumulates past that (policy/packed.py). An arm holds at most about 32 KB at d = 64. The shared statistic stays exact
 float64 (policy/ridge.py). See docs/performance.md.
 """
 

@@ -36,6 +36,9 @@ __all__ = ["MAX_FRESH_RANK", "PackedLayout", "PackedRidgeStats"]
 # The most observations an arm keeps in the fresh form: up to 32 rows of d read less than the packed
 # d(d+1)/2 (2,145 at d = 65) and hold less (780 bytes a row with its float64 copy, against 30 KB dense).
 MAX_FRESH_RANK = 32
+# Fresh rows a release before growing blocks accepts (under `rows`/`low_rank`); more go under `fresh_*`.
+_OLD_FRESH_ROWS = 8
+_FRESH_KEYS = (("rows", "low_rank"), ("fresh_rows", "fresh_low_rank"))
 
 
 class PackedLayout:
@@ -292,8 +295,11 @@ class PackedRidgeStats(_PendingRows):
             self.gram, self.inverse, 1.0, self.target.copy(), self.weights.copy(), self.updates, self._since_refresh
         ).to_state()
         if self.fresh:
-            state["rows"] = self._pending_rows[: self._pending].copy()
-            state["low_rank"] = self._low_rank[: self._pending].astype(np.float64)
+            # Releases before blocks grew past 8 rows refuse more under these keys: they get others, which
+            # such a release ignores (it loads that arm dense from the full matrices).
+            rows_key, low_rank_key = _FRESH_KEYS[self._pending > _OLD_FRESH_ROWS]
+            state[rows_key] = self._pending_rows[: self._pending].copy()
+            state[low_rank_key] = self._low_rank[: self._pending].astype(np.float64)
         return state
 
     def load(self, state: Mapping[str, Any], owner: str) -> None:
@@ -337,13 +343,14 @@ class PackedRidgeStats(_PendingRows):
         self, state: Mapping[str, Any], saved_gram: np.ndarray, updates: int, owner: str
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """The saved rows and low-rank vectors of a fresh-form state, checked; None for a dense state."""
-        if "rows" not in state or "low_rank" not in state:
+        keys = next((keys for keys in _FRESH_KEYS if keys[0] in state and keys[1] in state), None)
+        if keys is None:
             return None
         try:
-            rows = np.array(state["rows"], dtype=np.float64)
-            low_rank = np.array(state["low_rank"], dtype=np.float64)
+            rows = np.array(state[keys[0]], dtype=np.float64)
+            low_rank = np.array(state[keys[1]], dtype=np.float64)
         except (TypeError, ValueError):
-            raise StateError(f"{owner}.rows/low_rank: not numeric arrays; the state file is corrupt") from None
+            raise StateError(f"{owner}.{keys[0]}/{keys[1]}: not numeric arrays; the state file is corrupt") from None
         capacity = self._fresh_limit
         if (
             rows.ndim != 2
@@ -353,7 +360,7 @@ class PackedRidgeStats(_PendingRows):
             or not (np.isfinite(rows).all() and np.isfinite(low_rank).all())
         ):
             raise StateError(
-                f"{owner}.rows/low_rank: shapes {rows.shape}, {low_rank.shape} or values do not fit a fresh "
+                f"{owner}.{keys[0]}/{keys[1]}: shapes {rows.shape}, {low_rank.shape} or values do not fit a fresh "
                 f"statistic of dim {self.dim} with {updates} updates; the state file is corrupt"
             )
         # The saved Gram matrix and inverse are authoritative (and checked): rows learnt under another prior
