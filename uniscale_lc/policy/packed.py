@@ -280,7 +280,7 @@ class PackedRidgeStats(_PendingRows):
         floor = self.ridge * self.forgetting**self.refresh_every
         # float32 storage: the check allows float32 rounding (symmetric, positive definite up to it).
         tolerance = self.dim * 2.0**-20
-        check_inverse(inverse, floor, owner, tolerance=tolerance)
+        check_inverse(inverse, floor, owner, tolerance=tolerance, gram=loaded.gram)
         fresh = self._fresh_rows(state, loaded.gram, loaded.updates, owner) if self.fresh else None
         if fresh is not None:
             rows, low_rank = fresh

@@ -24,6 +24,11 @@ __all__ = ["MAX_RIDGE", "MIN_RIDGE", "RidgeStats", "SavedStats", "check_inverse"
 MIN_RIDGE = 1e-8
 MAX_RIDGE = 1e8
 
+# Relative room above 1/ridge an exact inverse may keep (float64 rounding of a well-conditioned inverse).
+_BOUND_SLACK = 1e-9
+# Multiple of eps * trace(Gram) / ridge^2 that `check_inverse` allows for an inversion's rounding: the first-
+# order bound with a margin (excesses sampled at d = 64 with the earlier Cholesky-only inverse reach 1/80 of it).
+_GRAM_ROUNDING = 8.0
 # Pending rows folded into the exact Gram matrix at a time: bounds memory per statistic.
 _FLUSH_ROWS = 64
 # Pending rows of a per-arm statistic: few, since thousands of arms each hold their own.
@@ -185,7 +190,7 @@ class RidgeStats(_PendingRows):
         # Between refreshes the incremental inverse leaves out the (1 - gamma) prior terms, so under forgetting
         # its Gram matrix can fall to gamma^refresh_every x the prior (module docstring).
         floor = self.ridge * self.forgetting**self.refresh_every
-        check_inverse(loaded.inverse * loaded.scale, floor, owner)
+        check_inverse(loaded.inverse * loaded.scale, floor, owner, gram=loaded.gram)
         self._gram, self._inverse, self.target = loaded.gram, loaded.inverse, loaded.target
         self._scale = loaded.scale
         self._pending = 0
@@ -197,12 +202,22 @@ class RidgeStats(_PendingRows):
 
 
 def exact_inverse(gram: np.ndarray, ridge: float) -> np.ndarray:
-    """The symmetrised inverse of a symmetric Gram matrix by Cholesky, or, when rounding defeats Cholesky,
-    by its eigendecomposition with eigenvalues raised to `ridge` (finite and positive either way)."""
+    """The symmetrised inverse of a symmetric Gram matrix by Cholesky, or, when rounding defeats Cholesky or
+    lifts the result above 1/ridge, by its eigendecomposition with eigenvalues raised to `ridge` (finite,
+    positive and at most 1/ridge either way, as the prior bounds the exact inverse).
+
+    Entries that dwarf the prior (features of 1e6 against a prior of 10: Gram entries of 1e13, rounded at
+    1e-3) leave the directions no observation covered up to 1e-4 above 1/ridge after a Cholesky inverse,
+    and a saved state must pass `check_inverse` on reload.
+    """
+    dim = gram.shape[0]
+    eye = np.eye(dim)
     try:
         factor = np.linalg.cholesky(gram)
-        lower_inverse = np.linalg.solve(factor, np.eye(gram.shape[0]))
+        lower_inverse = np.linalg.solve(factor, eye)
         inverse = lower_inverse.T @ lower_inverse
+        # inverse <= I / ridge up to float64 rounding; one more small Cholesky tells (no eigendecomposition).
+        np.linalg.cholesky(((1.0 + _BOUND_SLACK) / ridge) * eye - inverse)
     except np.linalg.LinAlgError:
         eigenvalues, vectors = np.linalg.eigh(gram)
         inverse = (vectors / np.maximum(eigenvalues, ridge)) @ vectors.T
@@ -262,13 +277,23 @@ def read_state(state: Mapping[str, Any], dim: int, owner: str) -> SavedStats:
     )
 
 
-def check_inverse(inverse: np.ndarray, ridge: float, owner: str, tolerance: float = 1e-9) -> None:
+def check_inverse(
+    inverse: np.ndarray, ridge: float, owner: str, tolerance: float = 1e-9, gram: np.ndarray | None = None
+) -> None:
     """Refuse a loaded inverse Gram matrix no learning could produce: it must be symmetric, positive
     definite and at most 1/ridge (the prior bounds it), else every request's bonus would be NaN or inf.
-    `tolerance` is relative to its largest entry: float64 rounding by default, more for float32 storage."""
+
+    `tolerance` is relative to its largest entry: float64 rounding by default, more for float32 storage.
+    With the saved `gram`, the rounding a float64 inversion of it can cause is allowed too (files written
+    before `exact_inverse` floored its result hold it): first order eps * trace(gram) / ridge^2, at most
+    1/ridge itself, so an edited inverse of twice the bound is refused whatever the Gram matrix says.
+    """
     bound = 1.0 / ridge
     scale = max(bound, float(np.abs(inverse).max(initial=0.0)))
     tolerance = tolerance * scale
+    if gram is not None:
+        trace = float(np.abs(np.diagonal(gram)).sum())
+        tolerance += min(bound, _GRAM_ROUNDING * float(np.finfo(np.float64).eps) * trace * bound * bound)
     problem = None
     if float(np.abs(inverse - inverse.T).max(initial=0.0)) > tolerance:
         problem = "is not symmetric"
