@@ -139,3 +139,28 @@ def test_learning_curve_is_a_trailing_window_mean() -> None:
     steps, means = learning_curve(np.arange(10.0), window=10, n_points=3)
     assert steps.tolist() == [1, 5, 10]  # evenly thinned (index 4.5 rounds to even), last kept
     assert means[-1] == pytest.approx(4.5)
+
+
+def test_samples_to_separate_matches_the_paired_interval() -> None:
+    from uniscale_lc.replay.metrics import samples_to_separate
+
+    best = np.zeros(400)
+    best[:360] = 1.0  # 90% right
+    close = best.copy()
+    close[:8] = 0.0  # wrong on 8 questions the best gets right ...
+    close[360:364] = 1.0  # ... right on 4 it gets wrong: 1 point behind
+    far = np.tile([1.0, 0.0], 200)  # a coin
+    rewards = np.column_stack([far, best, close])
+    needed = samples_to_separate(rewards)
+    assert needed[1] == np.inf  # the best arm itself
+    difference = best - close
+    assert needed[2] == pytest.approx((1.96 * difference.std(ddof=1) / 0.01) ** 2)
+    assert needed[2] > 400 > needed[0]  # the near twin cannot be told apart in 400 questions; the coin can
+    assert samples_to_separate(np.ones((5, 2)))[1] == np.inf  # identical arms: never separable
+
+
+def test_samples_to_separate_rejects_a_single_question() -> None:
+    from uniscale_lc.replay.metrics import samples_to_separate
+
+    with pytest.raises(ValueError, match="shape"):
+        samples_to_separate(np.ones((1, 3)))

@@ -14,6 +14,8 @@ import threading
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
+from .loop_cleanup import close_litellm_clients_of_running_loop, settle_litellm_logging
+
 T = TypeVar("T")
 
 
@@ -76,16 +78,18 @@ class _BackgroundLoop:
 
 
 async def _drain_loop() -> None:
-    """Close what this loop holds open: litellm's sessions and logging worker, every other task, the
-    async generators (whose finalisers close the openai SDK pools, see transport_openai.py)."""
+    """Close what this loop holds open, while it still runs: litellm's queued logging callbacks and its
+    worker, litellm's sessions (this loop's first, then whatever else litellm's own exit hook would close),
+    every other task, the async generators (whose finalisers close the openai SDK pools, see
+    transport_openai.py); then one more turn so the closed sockets' `connection_lost` callbacks run (a
+    transport left "closing" is what `-X dev` reports as an unclosed transport)."""
     from . import client_request  # at call time: it imports this module, and it holds whether litellm is in
 
     loop = asyncio.get_running_loop()
     if client_request._litellm_module is not None:
+        await settle_litellm_logging()
         with contextlib.suppress(Exception):
-            from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
-
-            await asyncio.wait_for(GLOBAL_LOGGING_WORKER.stop(timeout=1.0), 2.0)
+            await asyncio.wait_for(close_litellm_clients_of_running_loop(), 2.0)
         with contextlib.suppress(Exception):
             from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
 
@@ -97,6 +101,7 @@ async def _drain_loop() -> None:
     await asyncio.gather(*others, return_exceptions=True)
     with contextlib.suppress(Exception):
         await loop.shutdown_asyncgens()
+    await asyncio.sleep(0)
 
 
 _BACKGROUND = _BackgroundLoop()

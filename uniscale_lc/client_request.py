@@ -7,7 +7,6 @@ depends only on the request. Naming and key rules: docs/client.md ("Model names 
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import ipaddress
 import os
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 
 from .client_loop import _BACKGROUND
 from .errors import field_error
+from .loop_cleanup import register_exit_hook_before_litellms
 from .model_spec import ModelSpec
 from .prices import lookup_usd_per_mtok
 from .redact import remember_secret
@@ -70,9 +70,9 @@ def _litellm() -> ModuleType:
         # Stop litellm printing "Give Feedback / Get Help" to stdout on every failed call; we log instead.
         litellm.suppress_debug_info = True
         _litellm_module = litellm
-        # atexit runs handlers last-registered first: registered again after litellm's own, the background
-        # loop drains (litellm's logging worker and sessions included) before litellm's exit hooks run.
-        atexit.register(_BACKGROUND.close)
+        # Registered again after litellm's exit hooks, so the background loop drains (litellm's logging
+        # worker and sessions included) before those run (loop_cleanup.py says why that matters).
+        register_exit_hook_before_litellms(litellm, _BACKGROUND.close)
     return _litellm_module
 
 

@@ -1,5 +1,5 @@
-"""Close the HTTP clients litellm keeps for an event loop when that loop ends, so `asyncio.run` leaves
-no socket open for the garbage collector to warn about.
+"""Close what litellm keeps for an event loop (its HTTP clients, its logging worker's work) when that loop
+ends, so `asyncio.run` and the background loop leave nothing for interpreter exit to warn about.
 
 litellm caches its HTTP clients per event loop (the cache key ends in a token of the loop) and never
 closes them when the loop ends: after `asyncio.run(chat.ainvoke(...))` that loop's client keeps its
@@ -8,19 +8,34 @@ unclosed transport`. As transport_openai.py does for its own pools, one parked a
 is finalised by the loop's `shutdown_asyncgens()` (`asyncio.run` calls it before closing the loop, and
 so does the client's background loop at exit); it closes that loop's litellm clients while the loop
 still runs. Nothing here imports litellm: a loop on which litellm was never used has nothing to close.
+
+litellm's logging worker is one per process, bound to the last loop that enqueued on it: a loop that ends
+with callbacks still queued hands them to the next loop (litellm logs "event loop changed; carried ...")
+or to litellm's exit hook, which runs them on a throwaway loop. So each loop runs its own before it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import importlib
 import inspect
 import sys
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 from weakref import WeakKeyDictionary
 
-__all__ = ["close_litellm_clients_of_running_loop", "watch_running_loop"]
+__all__ = [
+    "close_litellm_clients_of_running_loop",
+    "register_exit_hook_before_litellms",
+    "settle_litellm_logging",
+    "watch_running_loop",
+]
+
+# How long a loop's end waits for litellm's queued logging callbacks (they are local bookkeeping, no I/O,
+# unless the user registered callbacks of their own).
+LOGGING_FLUSH_TIMEOUT_S = 2.0
 
 # The started closer of each loop; the loop tracks async generators weakly, so this keeps them alive.
 _closers: WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = WeakKeyDictionary()
@@ -41,7 +56,40 @@ async def _close_with_loop() -> AsyncGenerator[None, None]:
         yield
     finally:
         with contextlib.suppress(Exception):
+            await settle_litellm_logging()
+        with contextlib.suppress(Exception):
             await close_litellm_clients_of_running_loop()
+
+
+def register_exit_hook_before_litellms(litellm: Any, hook: Callable[[], None]) -> None:
+    """Register `hook` at exit so that it runs before litellm's own exit hooks (atexit runs last-in first).
+
+    litellm registers its async-client cleanup on the first attribute looked up that its module lacks
+    (`litellm/__init__.py`, module `__getattr__`), which is usually in the middle of the first call, i.e.
+    after us; that hook then closes the background loop's aiohttp sessions from the main thread on a
+    throwaway loop while the background loop still runs: a cross-thread close that leaves the socket
+    "closing" forever (`ResourceWarning: unclosed transport`) and, under asyncio debug mode, a task on a
+    loop that never runs again ("Task was destroyed but it is pending"). So trigger that registration now,
+    then register ours. A litellm without the lazy hook registers nothing here, which is as good.
+    """
+    if getattr(litellm, "_async_client_cleanup_registered", True) is False:
+        getattr(litellm, "_uniscale_registers_litellm_exit_hook", None)  # the lookup is what registers it
+    with contextlib.suppress(ImportError):  # registers the logging worker's exit flush (import-time)
+        importlib.import_module("litellm.litellm_core_utils.logging_worker")
+    atexit.register(hook)
+
+
+async def settle_litellm_logging() -> None:
+    """Run litellm's logging callbacks queued on the running loop and stop its worker there, if the worker
+    is bound to this loop (else it belongs to a loop still running, which settles its own)."""
+    module = sys.modules.get("litellm.litellm_core_utils.logging_worker")
+    worker = getattr(module, "GLOBAL_LOGGING_WORKER", None)
+    if worker is None or getattr(worker, "_bound_loop", None) is not asyncio.get_running_loop():
+        return
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(worker.flush(), LOGGING_FLUSH_TIMEOUT_S)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(worker.stop(timeout=1.0), LOGGING_FLUSH_TIMEOUT_S)
 
 
 def _loop_token() -> Any:

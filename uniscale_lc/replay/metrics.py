@@ -31,6 +31,7 @@ __all__ = [
     "learning_curve",
     "non_decreasing_convex_hull",
     "pareto_frontier",
+    "samples_to_separate",
     "steps_until_ahead",
     "task_best_arms",
 ]
@@ -299,3 +300,25 @@ def task_best_arms(quality: np.ndarray, tasks: Sequence[str]) -> np.ndarray:
         rows = labels == task
         best[rows] = int(np.argmax(matrix[rows].mean(axis=0)))
     return best
+
+
+def samples_to_separate(rewards: np.ndarray, z: float = 1.96) -> np.ndarray:
+    """Per arm, the paired samples a learner would need to tell it from the best arm in hindsight.
+
+    `rewards` is (questions, arms). For arm a with mean gap g_a below the best arm and paired differences of
+    standard deviation s_a, n_a = (z s_a / g_a)^2: the questions at which a z-sigma confidence interval on the
+    mean difference first excludes 0. Paired samples are the optimistic case (a bandit sees each question's
+    reward for one arm only), so an n_a above the stream length means no learner can tell the two apart from
+    the stream itself. The best arm gets inf; an arm with the same rewards on every question gets inf too.
+    """
+    matrix = np.asarray(rewards, dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[0] < 2 or matrix.shape[1] < 1:
+        raise ValueError(f"samples_to_separate: got rewards of shape {matrix.shape}; need (>= 2 questions, arms)")
+    best = int(np.argmax(matrix.mean(axis=0)))
+    differences = matrix[:, [best]] - matrix
+    gap = differences.mean(axis=0)
+    spread = differences.std(axis=0, ddof=1)
+    needed = np.full(matrix.shape[1], np.inf)
+    separable = gap > 0
+    needed[separable] = (z * spread[separable] / gap[separable]) ** 2
+    return needed

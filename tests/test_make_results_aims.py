@@ -1,0 +1,53 @@
+"""Issue 9's aim rows in docs/results.md are computed from the reports, never written by hand."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _make_results() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("make_results", ROOT / "scripts" / "make_results.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _report(uniscale: float, routing: float, tts: float, tts_arms: int, all_arms: int) -> dict[str, Any]:
+    return {
+        "policies": {
+            "uniscale": {"aiq": uniscale, "n_arms": all_arms},
+            "routing_only": {"aiq": routing, "n_arms": 1},
+            "tts_only": {"aiq": tts, "n_arms": tts_arms},
+            "best_fixed_arm": {"aiq": 0.79},
+        },
+        "fixed_arms": [{"kind": "single"}, {"kind": "reflection"}],
+        "most_accurate_arm": {"margin": None},
+    }
+
+
+def _aim_one(report: dict[str, Any]) -> str:
+    rows = _make_results().aims({"data": report}, None, None)
+    (row,) = [line for line in rows if line.startswith("| 1. data")]
+    return row
+
+
+def test_tts_comparison_applies_when_tts_only_has_fewer_arms() -> None:
+    row = _aim_one(_report(uniscale=0.80, routing=0.78, tts=0.80, tts_arms=3, all_arms=5))
+    assert row.endswith("| no |")  # a tie with TTS-only is not "> TTS-only"
+    row = _aim_one(_report(uniscale=0.81, routing=0.78, tts=0.80, tts_arms=3, all_arms=5))
+    assert row.endswith("| yes |")
+
+
+def test_tts_comparison_is_void_when_tts_only_is_uniscale_itself() -> None:
+    # One model (Reflexion): TTS-only chooses from exactly UniScale's arms, so the two learners are one.
+    row = _aim_one(_report(uniscale=0.80, routing=0.78, tts=0.80, tts_arms=2, all_arms=2))
+    assert "does not apply" in row and row.endswith("| yes |")
+    # The other two halves of the aim still count.
+    assert _aim_one(_report(uniscale=0.78, routing=0.78, tts=0.78, tts_arms=2, all_arms=2)).endswith("| no |")
+    assert _aim_one(_report(uniscale=0.785, routing=0.78, tts=0.785, tts_arms=2, all_arms=2)).endswith("| no |")
