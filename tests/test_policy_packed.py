@@ -269,14 +269,23 @@ def test_fresh_form_is_exact_low_rank_and_turns_dense_after_rank_observations():
             assert np.abs(compact.weights - np.linalg.solve(compact.gram, compact.target)).max() < 1e-10
 
 
-def test_fresh_form_round_trip_continues_bit_for_bit_through_turning_dense():
+def fresh_with(observations: int, dim: int, rng: np.random.Generator):
+    stats = packed(dim)
+    for _ in range(observations):
+        stats.add(rng.standard_normal(dim), float(rng.standard_normal()))
+    return stats
+
+
+@pytest.mark.parametrize("observations, rows_key", [(3, "rows"), (20, "fresh_rows")])
+def test_fresh_form_round_trip_continues_bit_for_bit_through_turning_dense(observations, rows_key):
+    """Up to 8 rows save as `rows`/`low_rank`; more (which releases before growing blocks refuse there) as
+    `fresh_rows`/`fresh_low_rank`."""
     rng = np.random.default_rng(11)
     dim = 5
-    first = packed(dim)
-    for _ in range(3):
-        first.add(rng.standard_normal(dim), float(rng.standard_normal()))
+    first = fresh_with(observations, dim, rng)
     saved = first.state()
-    assert first.fresh and saved["rows"].shape == (3, dim)
+    assert first.fresh and saved[rows_key].shape == (observations, dim)
+    assert ({"rows", "fresh_rows"} - {rows_key}).isdisjoint(saved)  # one pair of keys, never both
     second = packed(dim)
     second.load(saved, "stats")
     assert second.fresh
@@ -332,25 +341,12 @@ def test_policy_state_in_the_old_layout_loads_and_scores_alike():
         assert np.allclose(bonus, loaded_bonus, rtol=1e-5)
 
 
-def test_a_fresh_arm_past_eight_rows_saves_under_keys_older_releases_ignore():
-    """Releases before growing blocks refuse more than 8 `rows`; such arms write `fresh_rows`/`fresh_low_rank`,
-    round-trip bit for bit, and without those keys (what an older release reads) load dense from the matrices."""
-    rng = np.random.default_rng(12)
+def test_a_fresh_arm_past_eight_rows_loads_dense_without_its_fresh_keys():
+    """What a release before growing blocks reads: it ignores `fresh_rows`/`fresh_low_rank` and loads the
+    arm dense from the full matrices, to float32 precision. Malformed fresh keys are refused by name."""
     dim = 6
-    first = packed(dim)
-    for _ in range(20):
-        first.add(rng.standard_normal(dim), float(rng.standard_normal()))
-    saved = first.state()
-    assert first.fresh and "rows" not in saved and saved["fresh_rows"].shape == (20, dim)
-    second = packed(dim)
-    second.load(saved, "stats")
-    assert second.fresh
-    for _ in range(15):  # crosses the 33rd observation
-        row, value = rng.standard_normal(dim), float(rng.standard_normal())
-        first.add(row, value)
-        second.add(row, value)
-    for key, value in first.state().items():
-        assert np.array_equal(value, second.state()[key]), key
+    saved = fresh_with(20, dim, np.random.default_rng(12)).state()
+    assert "rows" not in saved and "low_rank" not in saved
     as_old = packed(dim)
     as_old.load({k: v for k, v in saved.items() if not k.startswith("fresh_")}, "stats")
     assert not as_old.fresh
