@@ -243,13 +243,15 @@ class PackedRidgeStats(_PendingRows):
         # New inverse = old / gamma - v v' (v = u / sqrt(den)), computed as (old - gamma v v') / gamma in
         # float64 and rounded to float32 once; packed and doubled like the stored form.
         shared = projected / math.sqrt(denominator)
-        np.multiply(shared[:, None], shared[None, :], out=layout.scratch)
-        downdate = layout.scratch.reshape(-1).take(layout.upper_flat, out=layout.packed_scratch)
+        # v_i v_j over the upper triangle only: the products of the full outer product, half the work.
+        downdate = np.multiply(shared.take(layout.rows), shared.take(layout.cols), out=layout.packed_scratch)
         downdate *= layout.doubling if gamma == 1.0 else layout.doubling * gamma
-        np.subtract(stored, downdate, out=downdate)
-        if gamma < 1.0:
+        if gamma == 1.0:  # the float64 difference, rounded into the float32 row in place
+            np.subtract(stored, downdate, out=stored, casting="same_kind")
+        else:
+            np.subtract(stored, downdate, out=downdate)
             downdate /= gamma
-        stored[:] = downdate
+            stored[:] = downdate
         self._learn_weights(features, value, projected, denominator)
 
     def refresh(self) -> None:

@@ -152,7 +152,9 @@ class RidgeStats(_PendingRows):
             return
         # Rank-one downdate with v v^T (v = u / sqrt(den)): symmetric to the last bit by construction.
         shared = projected / math.sqrt(denominator * self._scale)
-        np.multiply(shared[:, None], shared[None, :], out=self._buffer)
+        # The outer product by BLAS (a k = 1 product: each entry one rounded multiply, as np.multiply gives,
+        # in two thirds of the time at D = 160).
+        np.dot(shared[:, None], shared[None, :], out=self._buffer)
         self._inverse -= self._buffer
         self._learn_weights(features, value, projected, denominator)
 
