@@ -185,14 +185,17 @@ def scale_rows(decisions: int, budget_s: float) -> list[dict[str, Any]]:
     """Issue 11's policy-at-scale aims: 1,000 arms at d=64 (hybrid) and 10,000 arms (shared model only).
 
     The 1,000-arm row warms up on one logged decision per arm (most arms keep few observations, the
-    long tail of a large arm space); the "dense" row on ten per arm, so every per-arm inverse is dense (more
-    than 8 observations, policy/packed.py): the steady state of an arm space that has seen much traffic.
+    long tail of a large arm space); the "10obs" row on ten per arm (fresh form in 12-row blocks since arms
+    keep up to 32 observations low-rank; every arm was dense at ten before); the "dense" row on 40 per arm,
+    so every per-arm inverse is dense (more than 32 observations, policy/packed.py): the steady state of an
+    arm space that has seen much traffic.
     """
     rows = []
     print(f"\nat scale: microseconds per decision (median / p99) and KB of state per arm; load {os.getloadavg()[0]:.1f}")
     for arms, dim, options, label, observations in (
         (1000, 64, {}, "ours_hybrid", 1),
-        (1000, 64, {}, "ours_hybrid_dense", 10),
+        (1000, 64, {}, "ours_hybrid_10obs", 10),
+        (1000, 64, {}, "ours_hybrid_dense", 40),
         (10000, 64, {"per_arm": False}, "ours_shared_only", 1),
     ):
         stream = Stream(arms, dim)

@@ -14,7 +14,7 @@ from uniscale_lc.errors import StateError
 from uniscale_lc.model_spec import ModelSpec
 from uniscale_lc.policy import Decision, LinUCB
 from uniscale_lc.policy.arm_inverses import ArmInverses
-from uniscale_lc.policy.packed import PackedLayout
+from uniscale_lc.policy.packed import MAX_FRESH_RANK, PackedLayout
 from uniscale_lc.policy.ridge import RidgeStats
 from uniscale_lc.strategies import BestOfN, MajorityVote, Single
 
@@ -180,11 +180,12 @@ def test_arms_added_after_the_scoring_array_grows_keep_learning():
     assert state["per_arm"][first]["updates"] == 3
 
 
-@pytest.mark.parametrize("observations", [1, 9])
+@pytest.mark.parametrize("observations", [1, 10, MAX_FRESH_RANK + 1])
 def test_memory_per_arm_at_d64_is_under_40_kb(observations):
     """Issue 11's aim: <= 40 KB of policy state per arm at d = 64 (here 256 arms, the same layout as 1,000).
 
-    One observation per arm keeps every arm in the fresh form; nine make every arm dense (the worst case).
+    One or ten observations per arm keep every arm in the fresh form; 33 make every arm dense (the worst
+    case), and the fresh blocks they passed through must not stay allocated.
     """
     arms, dim = 256, 64
     space = many_arms(arms)
@@ -201,8 +202,11 @@ def test_memory_per_arm_at_d64_is_under_40_kb(observations):
         tracemalloc.stop()
     fresh = [stats.fresh for stats in policy._arm_stats.values()]
     if observations == 1:
-        # 8 pending rows (4.2 KB) + the low-rank block (2.1 KB) + vectors; no Gram or dense inverse yet.
-        assert all(fresh) and per_arm < 10 * 1024, per_arm / 1024
+        # One float64 row, its float32 low-rank row (0.8 KB) + vectors; no Gram or dense inverse yet.
+        assert all(fresh) and per_arm < 4 * 1024, per_arm / 1024
+    elif observations == 10:
+        # 12-row blocks: 12 float64 rows (6.2 KB) + 12 float32 low-rank rows (3.1 KB) + vectors.
+        assert all(fresh) and per_arm < 16 * 1024, per_arm / 1024
     else:
         # Packed float64 Gram (17.2 KB) + packed float32 inverse (8.6 KB) + pending rows (4.2 KB) + vectors.
         assert not any(fresh)
@@ -246,11 +250,12 @@ def test_fresh_form_is_exact_low_rank_and_turns_dense_after_rank_observations():
     prior = np.full(dim, 10.0)
     compact = packed(dim, prior=prior)
     exact = RidgeStats(dim, 1.0, 1.0, 1000, prior=prior)
-    for step in range(1, 12):
+    for step in range(1, MAX_FRESH_RANK + 4):
         row, value = rng.standard_normal(dim), float(rng.standard_normal())
         compact.add(row, value)
         exact.add(row, value)
-        assert compact.fresh == (step <= 8)  # eight pending rows: the ninth observation makes it dense
+        # The block grows 1, 2, 3, 4, 6, ... 32 rows; the 33rd observation makes it dense.
+        assert compact.fresh == (step <= MAX_FRESH_RANK)
         largest = np.abs(exact.inverse).max()
         assert np.abs(compact.inverse - exact.inverse).max() < FLOAT32_LEVEL * largest
         assert np.abs(compact.weights - exact.weights).max() < 1e-6
@@ -264,18 +269,27 @@ def test_fresh_form_is_exact_low_rank_and_turns_dense_after_rank_observations():
             assert np.abs(compact.weights - np.linalg.solve(compact.gram, compact.target)).max() < 1e-10
 
 
-def test_fresh_form_round_trip_continues_bit_for_bit_through_turning_dense():
+def fresh_with(observations: int, dim: int, rng: np.random.Generator):
+    stats = packed(dim)
+    for _ in range(observations):
+        stats.add(rng.standard_normal(dim), float(rng.standard_normal()))
+    return stats
+
+
+@pytest.mark.parametrize("observations, rows_key", [(3, "rows"), (20, "fresh_rows")])
+def test_fresh_form_round_trip_continues_bit_for_bit_through_turning_dense(observations, rows_key):
+    """Up to 8 rows save as `rows`/`low_rank`; more (which releases before growing blocks refuse there) as
+    `fresh_rows`/`fresh_low_rank`."""
     rng = np.random.default_rng(11)
     dim = 5
-    first = packed(dim)
-    for _ in range(3):
-        first.add(rng.standard_normal(dim), float(rng.standard_normal()))
+    first = fresh_with(observations, dim, rng)
     saved = first.state()
-    assert first.fresh and saved["rows"].shape == (3, dim)
+    assert first.fresh and saved[rows_key].shape == (observations, dim)
+    assert ({"rows", "fresh_rows"} - {rows_key}).isdisjoint(saved)  # one pair of keys, never both
     second = packed(dim)
     second.load(saved, "stats")
     assert second.fresh
-    for _ in range(10):  # crosses the ninth observation
+    for _ in range(MAX_FRESH_RANK):  # crosses block growth and the 33rd observation
         row, value = rng.standard_normal(dim), float(rng.standard_normal())
         first.add(row, value)
         second.add(row, value)
@@ -296,7 +310,11 @@ def test_fresh_state_whose_rows_contradict_its_gram_loads_dense_from_the_checked
         assert not loaded.fresh
         assert np.array_equal(loaded.gram, saved["gram"])
         assert np.abs(loaded.inverse - saved["inverse"]).max() < 2.0**-23
-    for bad in ({"rows": np.ones((9, 4)), "low_rank": np.ones((9, 4))}, {"rows": np.full((1, 4), np.nan)}):
+    too_many = MAX_FRESH_RANK + 1
+    for bad in (
+        {"rows": np.ones((too_many, 4)), "low_rank": np.ones((too_many, 4))},
+        {"rows": np.full((1, 4), np.nan)},
+    ):
         with pytest.raises(StateError, match="rows/low_rank"):
             packed(4).load({**saved, **bad}, "stats")
 
@@ -307,10 +325,10 @@ def test_policy_state_in_the_old_layout_loads_and_scores_alike():
     space = make_space(3)
     policy, bandit = trained(space, 60, seed=2, bandit_seed=12)
     state = policy.state_dict()
-    assert any("rows" in arm for arm in state["per_arm"].values())  # some arms are still fresh
+    assert any("rows" in arm or "fresh_rows" in arm for arm in state["per_arm"].values())  # some still fresh
     old_layout = {**state, "per_arm": {}}
     for arm_id, arm in state["per_arm"].items():
-        old_layout["per_arm"][arm_id] = {key: value for key, value in arm.items() if key not in ("rows", "low_rank")}
+        old_layout["per_arm"][arm_id] = {key: value for key, value in arm.items() if key not in ("rows", "low_rank", "fresh_rows", "fresh_low_rank")}
     loaded = LinUCB(seed=2)
     loaded.bind(space, 4)
     assert loaded.load_state_dict(old_layout) == []
@@ -321,3 +339,17 @@ def test_policy_state_in_the_old_layout_loads_and_scores_alike():
         _, loaded_mean, loaded_bonus, _ = loaded.score(x)
         assert np.allclose(mean, loaded_mean, rtol=1e-12, atol=1e-12)  # weights load exactly
         assert np.allclose(bonus, loaded_bonus, rtol=1e-5)
+
+
+def test_a_fresh_arm_past_eight_rows_loads_dense_without_its_fresh_keys():
+    """What a release before growing blocks reads: it ignores `fresh_rows`/`fresh_low_rank` and loads the
+    arm dense from the full matrices, to float32 precision. Malformed fresh keys are refused by name."""
+    dim = 6
+    saved = fresh_with(20, dim, np.random.default_rng(12)).state()
+    assert "rows" not in saved and "low_rank" not in saved
+    as_old = packed(dim)
+    as_old.load({k: v for k, v in saved.items() if not k.startswith("fresh_")}, "stats")
+    assert not as_old.fresh
+    assert np.abs(as_old.inverse - saved["inverse"]).max() < 2.0**-23 * np.abs(saved["inverse"]).max()
+    with pytest.raises(StateError, match="fresh_rows/fresh_low_rank"):
+        packed(dim).load({**saved, "fresh_rows": np.ones((MAX_FRESH_RANK + 1, dim))}, "stats")

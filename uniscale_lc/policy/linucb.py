@@ -19,10 +19,10 @@ in the Gram matrix; tests/test_linucb.py checks both bounds).
 
 Speed and memory: a decision reads every candidate arm's d x d inverse once (that read bounds its time), so
 each per-arm inverse is stored only in the float32 form scoring reads (policy/arm_inverses.py): prior minus
-one low-rank row per observation for an arm with few observations, else the packed upper triangle
-(off-diagonal doubled, forgetting folded in). Updates work in float64 and round once; the exact Gram matrix
-is kept in float64 and re-inverted every `refresh_every` updates, so float32 rounding never accumulates past
-that (policy/packed.py). An arm holds at most about 34 KB at d = 64. The shared statistic stays exact
+one low-rank row per observation for an arm with up to 32 observations (blocks that grow with them), else the
+packed upper triangle (off-diagonal doubled, forgetting folded in). Updates work in float64 and round once;
+the exact Gram matrix is kept in float64 and re-inverted every `refresh_every` updates, so float32 rounding
+never accumulates past that (policy/packed.py). An arm holds at most about 32 KB at d = 64. The shared statistic stays exact
 float64 (policy/ridge.py). See docs/performance.md.
 """
 
@@ -254,28 +254,30 @@ class LinUCB:
             ids, features = view.ids, view.features
             vector = check_context(x, self.context_dim)
             x_aug = np.concatenate(([1.0], vector))
-            mean = np.zeros(len(ids))
-            variance = np.zeros(len(ids))
+            # Each term is added only where it applies (0 + a is a, to the bit): fewer passes over K arms.
+            mean: Any = 0.0
+            variance: Any = 0.0
             if self.shared:
                 stats = self._shared_stats
                 reduced = self._projection @ x_aug
                 p, m = reduced.shape[0], ARM_FEATURE_DIM
-                mean += features @ np.dot(reduced, stats.weights.reshape(p, m))
+                mean = features @ np.dot(reduced, stats.weights.reshape(p, m))
                 # The unscaled inverse and a scalar scale: no D x D copy under forgetting.
                 partial = np.dot(reduced, stats._inverse.reshape(p, m * p * m)).reshape(m, p, m)
                 arm_gram = np.einsum("j,mjn->mn", reduced, partial)
-                variance += np.einsum("km,km->k", features @ arm_gram, features) * stats._scale
+                variance = np.einsum("km,km->k", features @ arm_gram, features) * stats._scale
             if self.per_arm:
                 count = len(self._slot_of)
                 per_arm_variance = self._arm_inverses.variance(x_aug)
                 per_arm_mean = self._stacked_weights[:count] @ x_aug
                 if view.in_slot_order:
-                    variance += per_arm_variance[: len(ids)]
-                    mean += per_arm_mean[: len(ids)]
+                    variance = variance + per_arm_variance[: len(ids)]
+                    mean = mean + per_arm_mean[: len(ids)]
                 else:
-                    variance += per_arm_variance[view.slots]
-                    mean += per_arm_mean[view.slots]
-            bonus = self.alpha * np.sqrt(np.maximum(variance, 0.0))
+                    variance = variance + per_arm_variance[view.slots]
+                    mean = mean + per_arm_mean[view.slots]
+            np.maximum(variance, 0.0, out=variance)
+            bonus = self.alpha * np.sqrt(variance, out=variance)
             return ids, mean, bonus, penalty_vector(penalty, ids)
 
     def select(
@@ -420,6 +422,9 @@ class LinUCB:
         """Everything learnt, as plain data and numpy arrays (see `store`)."""
         with self._lock:
             self._space()
+            if self.per_arm:
+                # Blocks in slot order, as a load lays them out: both then continue bit for bit.
+                self._arm_inverses.sort_by_slot()
             return {
                 "kind": self.name,
                 "config": self.config(),
@@ -486,6 +491,8 @@ class LinUCB:
             stats = fresh._arm_stats[str(arm_id)]
             stats.load(arm_state, f"policy.per_arm[{arm_id!r}]")
             fresh._sync_slot(slot, stats)
+        if fresh.per_arm:
+            fresh._arm_inverses.sort_by_slot()  # the layout the saver sorted to (`state_dict`)
         for arm_id, vec in dict(state.get("arm_features", {})).items():
             array = np.asarray(vec, dtype=np.float64)
             if array.shape != (ARM_FEATURE_DIM,) or not np.isfinite(array).all():

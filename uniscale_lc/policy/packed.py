@@ -3,10 +3,11 @@
 LinUCB holds one statistic per arm; two full float64 d x d matrices each (Gram and inverse) were 68 KB per
 arm at d = 64. Two forms here, both stored in the float32 arrays scoring reads (policy/arm_inverses.py):
 
-* fresh (at most `rank` observations, no forgetting): A^-1 = diag(1/prior) - V'V with V one float32 row per
-  observation (the Sherman-Morrison vectors v = A^-1 x / sqrt(1 + x'A^-1 x)); the rows themselves are kept
-  (they are the pending Gram rows anyway), so a refresh recomputes V exactly. About 7 KB per arm at d = 64,
-  and scoring reads 2 KB instead of 8.6 KB.
+* fresh (at most `MAX_FRESH_RANK` = 32 observations, no forgetting): A^-1 = diag(1/prior) - V'V with V one
+  float32 row per observation (the Sherman-Morrison vectors v = A^-1 x / sqrt(1 + x'A^-1 x)); the rows
+  themselves are kept (they are the pending Gram rows anyway), so a refresh recomputes V exactly. V's block
+  and the row buffer grow with the observations (capacities 1, 2, 3, 4, 6, ... 32): 0.8 KB per observation
+  at d = 64, and scoring reads 260 bytes per observation instead of 8.6 KB.
 * dense (afterwards): the exact Gram matrix as its packed upper triangle in float64 (17 KB), and the inverse
   only as the float32 packed scoring form (upper triangle, off-diagonal doubled, 8.6 KB). An update unpacks
   it into a shared float64 scratch, does the downdate in float64 and rounds back to float32 once.
@@ -30,7 +31,14 @@ from .ridge import _PER_ARM_PENDING_ROWS, SavedStats, _PendingRows, check_invers
 if TYPE_CHECKING:
     from .arm_inverses import ArmInverses
 
-__all__ = ["PackedLayout", "PackedRidgeStats"]
+__all__ = ["MAX_FRESH_RANK", "PackedLayout", "PackedRidgeStats"]
+
+# The most observations an arm keeps in the fresh form: up to 32 rows of d read less than the packed
+# d(d+1)/2 (2,145 at d = 65) and hold less (780 bytes a row with its float64 copy, against 30 KB dense).
+MAX_FRESH_RANK = 32
+# Fresh rows a release before growing blocks accepts (under `rows`/`low_rank`); more go under `fresh_*`.
+_OLD_FRESH_ROWS = 8
+_FRESH_KEYS = (("rows", "low_rank"), ("fresh_rows", "fresh_low_rank"))
 
 
 class PackedLayout:
@@ -104,14 +112,21 @@ class PackedRidgeStats(_PendingRows):
         self._owner = owner
         self._layout: PackedLayout = owner.layout
         self._slot = slot
-        self._pending_rows = np.zeros((max(1, min(refresh_every, pending_rows, owner.rank)), dim))
+        # Fresh: every row is kept (the block grows with them); dense: only those awaiting the Gram matrix.
+        self._fresh_limit = max(1, min(refresh_every, owner.rank))
+        self._dense_pending_rows = max(1, min(refresh_every, pending_rows))
+        self._pending_rows = np.zeros((1, dim))
         self._pending = 0
         self._since_refresh = 0
         self.target = np.zeros(dim)
         self.weights = np.zeros(dim)
         self.updates = 0
-        self._dense_index = -1  # fresh form until then (module docstring)
+        self._dense = False  # fresh form until then (module docstring)
         self._packed_gram: np.ndarray | None = None  # dense form only: exact, up to the rows still pending
+        # Where the inverse lives in the owner's arrays (set and kept current by the owner).
+        self._block_pool: Any = None
+        self._block_index = -1
+        owner.enter(self, 1)
         if forgetting < 1.0:
             self._make_dense(refresh=False)
             self._packed_inverse[self._layout.diagonal] = 1.0 / self.prior
@@ -121,22 +136,33 @@ class PackedRidgeStats(_PendingRows):
     @property
     def fresh(self) -> bool:
         """True while the inverse is the prior minus one low-rank row per observation."""
-        return self._dense_index < 0
+        return not self._dense
 
     @property
     def _packed_inverse(self) -> np.ndarray:
-        return self._owner.dense[self._dense_index]
+        return self._owner.dense_pool.blocks[self._block_index]
 
     @property
     def _low_rank(self) -> np.ndarray:
-        return self._owner.low_rank[self._slot]
+        return self._block_pool.blocks[self._block_index]
+
+    def _grow(self, rows: int) -> None:
+        """A fresh block (and row buffer) for at least `rows` rows, keeping those observed."""
+        capacity = self._owner.capacity_for(rows)
+        if capacity != self._low_rank.shape[0]:
+            self._owner.enter(self, capacity)
+        kept = np.zeros((min(capacity, self._fresh_limit), self.dim))
+        kept[: self._pending] = self._pending_rows[: self._pending]
+        self._pending_rows = kept
 
     def _make_dense(self, refresh: bool = True) -> None:
         """Leave the fresh form: fold the rows into a packed exact Gram matrix and invert it exactly."""
         self._packed_gram = np.zeros(self._layout.size)
         self._packed_gram[self._layout.diagonal] = self.prior
         self._flush()
-        self._dense_index = self._owner.allocate_dense(self._slot)
+        self._pending_rows = np.zeros((self._dense_pending_rows, self.dim))
+        self._owner.enter_dense(self)
+        self._dense = True
         if refresh:  # an extra exact inversion: the refresh phase stays that of `RidgeStats`
             since_refresh = self._since_refresh
             self.refresh()
@@ -180,7 +206,10 @@ class PackedRidgeStats(_PendingRows):
     def add(self, features: np.ndarray, value: float) -> None:
         """Learn one (features, value) pair: a float64 rank-one downdate of the float32 inverse."""
         if self.fresh and self._pending == self._pending_rows.shape[0]:
-            self._make_dense()
+            if self._pending < self._fresh_limit:
+                self._grow(self._pending + 1)
+            else:
+                self._make_dense()
         self._remember(features, value)
         self.updates += 1
         if self.fresh:
@@ -266,8 +295,11 @@ class PackedRidgeStats(_PendingRows):
             self.gram, self.inverse, 1.0, self.target.copy(), self.weights.copy(), self.updates, self._since_refresh
         ).to_state()
         if self.fresh:
-            state["rows"] = self._pending_rows[: self._pending].copy()
-            state["low_rank"] = self._low_rank[: self._pending].astype(np.float64)
+            # Releases before blocks grew past 8 rows refuse more under these keys: they get others, which
+            # such a release ignores (it loads that arm dense from the full matrices).
+            rows_key, low_rank_key = _FRESH_KEYS[self._pending > _OLD_FRESH_ROWS]
+            state[rows_key] = self._pending_rows[: self._pending].copy()
+            state[low_rank_key] = self._low_rank[: self._pending].astype(np.float64)
         return state
 
     def load(self, state: Mapping[str, Any], owner: str) -> None:
@@ -289,6 +321,8 @@ class PackedRidgeStats(_PendingRows):
                 fresh = None  # vectors that contradict the checked inverse: load it dense instead
         if fresh is not None:
             count = rows.shape[0]
+            self._pending = 0
+            self._grow(count)
             self._pending_rows[:count] = rows
             self._pending = count
             self._low_rank[:count] = low_rank
@@ -309,14 +343,15 @@ class PackedRidgeStats(_PendingRows):
         self, state: Mapping[str, Any], saved_gram: np.ndarray, updates: int, owner: str
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """The saved rows and low-rank vectors of a fresh-form state, checked; None for a dense state."""
-        if "rows" not in state or "low_rank" not in state:
+        keys = next((keys for keys in _FRESH_KEYS if keys[0] in state and keys[1] in state), None)
+        if keys is None:
             return None
         try:
-            rows = np.array(state["rows"], dtype=np.float64)
-            low_rank = np.array(state["low_rank"], dtype=np.float64)
+            rows = np.array(state[keys[0]], dtype=np.float64)
+            low_rank = np.array(state[keys[1]], dtype=np.float64)
         except (TypeError, ValueError):
-            raise StateError(f"{owner}.rows/low_rank: not numeric arrays; the state file is corrupt") from None
-        capacity = self._pending_rows.shape[0]
+            raise StateError(f"{owner}.{keys[0]}/{keys[1]}: not numeric arrays; the state file is corrupt") from None
+        capacity = self._fresh_limit
         if (
             rows.ndim != 2
             or rows.shape != low_rank.shape
@@ -325,7 +360,7 @@ class PackedRidgeStats(_PendingRows):
             or not (np.isfinite(rows).all() and np.isfinite(low_rank).all())
         ):
             raise StateError(
-                f"{owner}.rows/low_rank: shapes {rows.shape}, {low_rank.shape} or values do not fit a fresh "
+                f"{owner}.{keys[0]}/{keys[1]}: shapes {rows.shape}, {low_rank.shape} or values do not fit a fresh "
                 f"statistic of dim {self.dim} with {updates} updates; the state file is corrupt"
             )
         # The saved Gram matrix and inverse are authoritative (and checked): rows learnt under another prior
