@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(180)
 MakeServer = Callable[[Sequence[SimulatedModel]], OpenAIServer]
 
 # What an unclean exit prints: a task of a loop nobody ran again, a callback on a closed loop, a socket left
-# to the collector, and litellm's logging worker moved between loops with work still queued.
+# to the collector, a coroutine dropped unrun.
 _SYMPTOMS = (
     "Task was destroyed",
     "Event loop is closed",
@@ -31,7 +31,6 @@ _SYMPTOMS = (
     "ResourceWarning",
     "nclosed",  # "Unclosed client session", "unclosed transport"
     "was never awaited",
-    "event loop changed",
 )
 
 # argv: api_base, front end ("chat" or "router"), transport, steps ("s" sync call, "a" asyncio.run of an
@@ -99,8 +98,7 @@ def server(make_server: MakeServer) -> OpenAIServer:
     [
         ("chat", "sa", "close"),  # invoke, then asyncio.run(ainvoke), then close()
         ("chat", "as", "exit"),  # the reverse order, left to interpreter exit
-        ("router", "sas", "close"),  # the Router directly, back and forth
-        ("router", "tu", "exit"),  # streams, sync then async
+        ("router", "satu", "close"),  # the Router directly, back and forth, then streams both ways
     ],
 )
 def test_mixed_sync_and_async_calls_exit_silently_on_litellm(

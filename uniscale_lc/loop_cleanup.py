@@ -1,5 +1,5 @@
-"""Close what litellm keeps for an event loop (its HTTP clients, its logging worker's work) when that loop
-ends, so `asyncio.run` and the background loop leave nothing for interpreter exit to warn about.
+"""Close what litellm keeps for an event loop when that loop ends, and run our exit drain before litellm's
+exit hooks, so interpreter exit has nothing left to warn about.
 
 litellm caches its HTTP clients per event loop (the cache key ends in a token of the loop) and never
 closes them when the loop ends: after `asyncio.run(chat.ainvoke(...))` that loop's client keeps its
@@ -7,11 +7,14 @@ aiohttp session and socket until the interpreter exits, when the collector print
 unclosed transport`. As transport_openai.py does for its own pools, one parked async generator per loop
 is finalised by the loop's `shutdown_asyncgens()` (`asyncio.run` calls it before closing the loop, and
 so does the client's background loop at exit); it closes that loop's litellm clients while the loop
-still runs. Nothing here imports litellm: a loop on which litellm was never used has nothing to close.
+still runs. Nothing here imports litellm on its own: a loop on which litellm was never used has nothing to close.
 
-litellm's logging worker is one per process, bound to the last loop that enqueued on it: a loop that ends
-with callbacks still queued hands them to the next loop (litellm logs "event loop changed; carried ...")
-or to litellm's exit hook, which runs them on a throwaway loop. So each loop runs its own before it ends.
+litellm's logging worker is one per process, bound to the last loop that enqueued on it. The background
+loop runs what it queued before it stops (`settle_litellm_logging`, from client_loop.py's drain). An
+`asyncio.run` loop cannot: asyncio.run cancels every task, litellm's pending callbacks included, before it
+finalises async generators, so what is left there is carried to the next loop by litellm itself (it logs
+"LoggingWorker: event loop changed; carried ...", litellm_core_utils/logging_worker.py, `_ensure_queue`)
+or run by litellm's exit flush.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ __all__ = [
     "watch_running_loop",
 ]
 
-# How long a loop's end waits for litellm's queued logging callbacks (they are local bookkeeping, no I/O,
-# unless the user registered callbacks of their own).
+# How long the background loop's drain waits for litellm's queued logging callbacks (local bookkeeping,
+# no I/O, unless the user registered callbacks of their own).
 LOGGING_FLUSH_TIMEOUT_S = 2.0
 
 # The started closer of each loop; the loop tracks async generators weakly, so this keeps them alive.
@@ -55,8 +58,6 @@ async def _close_with_loop() -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
-        with contextlib.suppress(Exception):
-            await settle_litellm_logging()
         with contextlib.suppress(Exception):
             await close_litellm_clients_of_running_loop()
 
@@ -81,7 +82,8 @@ def register_exit_hook_before_litellms(litellm: Any, hook: Callable[[], None]) -
 
 async def settle_litellm_logging() -> None:
     """Run litellm's logging callbacks queued on the running loop and stop its worker there, if the worker
-    is bound to this loop (else it belongs to a loop still running, which settles its own)."""
+    is bound to this loop; call it before cancelling the loop's tasks (a callback task cancelled before it
+    started is never marked done, and the flush would wait out its timeout)."""
     module = sys.modules.get("litellm.litellm_core_utils.logging_worker")
     worker = getattr(module, "GLOBAL_LOGGING_WORKER", None)
     if worker is None or getattr(worker, "_bound_loop", None) is not asyncio.get_running_loop():
