@@ -270,7 +270,7 @@ def aims(
         u, best = demo["uniscale"], demo["best"]
         lines.append(
             _aim_row(
-                "4. `make demo` (600 requests, seed 0), last half: within 1 point of the best fixed arm at no more cost",
+                "4. `make demo` (600 requests, seed 0), last half: within 1 point of the best fixed arm at no more cost, or a better reward",
                 f"UniScale {100 * u['last_half_accuracy']:.1f}% at {1000 * u['last_half_cost_per_request_usd']:.3f} "
                 f"USD/1k vs `{best['name']}` {100 * best['last_half_accuracy']:.1f}% at "
                 f"{1000 * best['last_half_cost_per_request_usd']:.3f}; dominated by: "

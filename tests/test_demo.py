@@ -138,8 +138,11 @@ def test_pool_answers_over_http_with_n_samples_in_one_call(client: ModelClient) 
         assert again.texts != completion.texts
         unknown = client.complete(pool.spec("sim-large"), [{"role": "user", "content": "hello"}])
         assert "simulated" in unknown.texts[0] and extract_number(unknown.texts[0]) == "0"
+        # ... until a new policy run starts: then the pool answers as it did the first time.
+        pool.new_run()
+        assert client.complete(pool.spec("sim-small"), messages, n=5).texts == completion.texts
     assert _pool_threads() == before
-    # ... while a fresh pool with the same seed repeats the run exactly.
+    # A fresh pool with the same seed repeats the run exactly.
     with SimulatedPool(problems, seed=1, latency_scale=0.0) as pool:
         assert client.complete(pool.spec("sim-small"), messages, n=5).texts == completion.texts
 
@@ -191,6 +194,24 @@ def test_demo_compares_uniscale_with_every_fixed_arm(demo_report: DemoReport) ->
     summary = demo_report.summary()
     assert summary.startswith("SIMULATED model pool")
     assert demo_report.to_dict()["simulated"] is True
+
+
+@pytest.mark.timeout(300)
+def test_fixed_arms_meet_the_answers_uniscale_met(demo_report: DemoReport) -> None:
+    """Like for like: wherever UniScale chose an arm, that fixed arm's run got the same answer at the same cost."""
+    fixed = {result.name: result.outcomes for result in demo_report.fixed_arms}
+    for index, outcome in enumerate(demo_report.uniscale.outcomes):
+        twin = fixed[outcome.arm_id][index]
+        assert twin.problem_id == outcome.problem_id
+        assert (twin.correct, twin.cost_usd) == (outcome.correct, pytest.approx(outcome.cost_usd)), outcome
+
+
+@pytest.mark.timeout(300)
+def test_a_demo_run_repeats_exactly(demo_report: DemoReport) -> None:
+    """Same seed, same report: feedback is applied in request order after each chunk, not as answers land."""
+    again = run_demo(requests=120, seed=0, show_progress=False)
+    assert again.uniscale.outcomes == demo_report.uniscale.outcomes
+    assert [r.outcomes for r in again.fixed_arms] == [r.outcomes for r in demo_report.fixed_arms]
 
 
 @pytest.mark.timeout(300)

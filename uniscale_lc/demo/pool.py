@@ -11,6 +11,8 @@ times that key was drawn before), not by the server's per-request generator, whi
 order across all questions and so differs from run to run under concurrency. As long as any one question
 is not sent to the same model twice at once, a run repeats exactly; the samples of one request are
 independent, and so are repeated requests (a second wave of a majority vote draws new samples).
+`new_run()` forgets those counts, so that every policy compared on the pool meets the same answers (common
+random numbers): without it, a fixed arm's outcomes would depend on what the policy run before it asked.
 """
 
 from __future__ import annotations
@@ -178,6 +180,11 @@ class SimulatedPool:
         self.stop()
 
     # -- what callers use
+
+    def new_run(self) -> None:
+        """Start a new policy run: the next request for a (model, sample, question) gets its first draw again."""
+        with self._draws_lock:
+            self._draws.clear()
 
     def register(self, problems: Iterable[Problem]) -> None:
         self.registry.register(problems)

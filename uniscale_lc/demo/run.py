@@ -1,7 +1,7 @@
 """`uniscale-lc demo`: UniScaleChat learns online, on a SIMULATED model pool, which arm each problem needs.
 
-It runs seeded arithmetic word problems through a LangChain chain `prompt | UniScaleChat | StrOutputParser`,
-scores every answer automatically against the known result (the feedback the router learns from), then
+It runs seeded arithmetic word problems through a LangChain chain `prompt | UniScaleChat`, scores every
+answer against the known result and reports it with `chat.afeedback` (what the router learns from), then
 runs every fixed (model x strategy) arm on the same problems, learning-free, and prints one table: accuracy
 and cost of UniScale against each fixed arm. Everything is local: the models are scripted stand-ins on a
 loopback server (see `pool.py`); no real LLM is called and the prices are made up.
@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import os
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -297,67 +296,45 @@ def _ratio(numerator: float, denominator: float) -> str:
 # ---------------------------------------------------------------------------------------------- running
 
 
-class _Recorder:
-    """Feedback function and ledger: scores each answer against the gold result and notes arm and cost.
-
-    Keyed by question text, which is unique within a run; one recorder per policy run.
-    """
-
-    def __init__(self, pool: SimulatedPool) -> None:
-        self._pool = pool
-        self._lock = threading.Lock()
-        self.by_question: dict[str, tuple[str, bool, float]] = {}
-
-    def __call__(self, messages: Sequence[Any], ai_message: Any) -> float:
-        text = "\n".join(
-            str(getattr(m, "content", "")) for m in messages if getattr(m, "type", "") == "human"
-        )
-        problem = self._pool.registry.find(text)
-        if problem is None:
-            return 0.0
-        correct = extract_number(str(ai_message.content)) == str(problem.answer)
-        meta = (getattr(ai_message, "response_metadata", None) or {}).get("uniscale", {})
-        with self._lock:
-            self.by_question[problem.question] = (
-                str(meta.get("arm", "?")),
-                correct,
-                float(meta.get("cost_usd", 0.0)),
-            )
-        return 1.0 if correct else 0.0
-
-    def outcomes(self, problems: Sequence[Problem], outputs: Sequence[str]) -> tuple[Outcome, ...]:
-        rows = []
-        for problem, output in zip(problems, outputs, strict=True):
-            arm_id, _, cost = self.by_question.get(problem.question, ("?", False, 0.0))
-            # Correctness from the chain's own output, so the table scores what a user of the chain got.
-            correct = extract_number(output) == str(problem.answer)
-            rows.append(Outcome(problem.id, problem.difficulty, arm_id, correct, cost))
-        return tuple(rows)
+def _outcome(problem: Problem, answer: Any) -> Outcome:
+    """One row of the ledger, from the answer the chain returned: its arm and cost are in its metadata."""
+    meta = (getattr(answer, "response_metadata", None) or {}).get("uniscale", {})
+    correct = extract_number(str(answer.content)) == str(problem.answer)
+    return Outcome(problem.id, problem.difficulty, str(meta.get("arm", "?")), correct, float(meta.get("cost_usd", 0.0)))
 
 
-def _build_chain(chat: UniScaleChat) -> Runnable[dict[str, str], str]:
-    from langchain_core.output_parsers import StrOutputParser
+def _build_chain(chat: UniScaleChat) -> Runnable[dict[str, str], Any]:
     from langchain_core.prompts import ChatPromptTemplate
 
     prompt = ChatPromptTemplate.from_messages([("system", SYSTEM_PROMPT), ("human", "{question}")])
-    return prompt | chat | StrOutputParser()
+    return prompt | chat
 
 
 async def _run_chain(
-    chain: Runnable[dict[str, str], str],
+    chat: UniScaleChat,
     problems: Sequence[Problem],
     chunk_size: int,
     progress: Callable[[int], None] | None,
-) -> list[str]:
-    outputs: list[str] = []
+) -> tuple[Outcome, ...]:
+    """Send the problems in concurrent chunks; after each chunk, score every answer with `chat.afeedback`.
+
+    Feedback goes in request order once the whole chunk is back, so every decision in a chunk sees the
+    same learnt state and a run repeats exactly, whatever order the answers arrived in.
+    """
+    chain = _build_chain(chat)
+    outcomes: list[Outcome] = []
     for start in range(0, len(problems), chunk_size):
         chunk = problems[start : start + chunk_size]
-        outputs += await chain.abatch(
+        answers = await chain.abatch(
             [{"question": p.question} for p in chunk], config={"max_concurrency": chunk_size}
         )
+        for problem, answer in zip(chunk, answers, strict=True):
+            outcome = _outcome(problem, answer)
+            await chat.afeedback(answer, 1.0 if outcome.correct else 0.0)
+            outcomes.append(outcome)
         if progress is not None:
             progress(len(chunk))
-    return outputs
+    return tuple(outcomes)
 
 
 def _strategies() -> list[Any]:
@@ -379,37 +356,32 @@ async def _run_all(requests: int, seed: int, show_progress: bool, plot_path: str
         models = pool.specs()
         strategies = _strategies()
 
-        recorder = _Recorder(pool)
         chat = UniScaleChat(
             models=models,
             strategies=strategies,
             policy=LinUCB(seed=seed),  # the library defaults
             featurizer=HashingFeaturizer(stats_weight=STATS_WEIGHT),
             cost_weight=COST_WEIGHT,
-            feedback_fn=recorder,
         )
         arm_ids = list(chat.arm_space.ids)
         total = requests * (1 + len(arm_ids))
         bar = tqdm(total=total, desc="simulated requests", unit="req", disable=not show_progress, leave=False)
         try:
             bar.set_postfix_str("UniScale learning")
-            outputs = await _run_chain(_build_chain(chat), problems, CHUNK_SIZE, bar.update)
-            uniscale = PolicyResult(UNISCALE_NAME, recorder.outcomes(problems, outputs))
+            pool.new_run()
+            uniscale = PolicyResult(UNISCALE_NAME, await _run_chain(chat, problems, CHUNK_SIZE, bar.update))
             fixed: list[PolicyResult] = []
             for arm_id in arm_ids:
                 bar.set_postfix_str(f"fixed arm {arm_id}")
-                arm_recorder = _Recorder(pool)
+                pool.new_run()  # the same answers UniScale met, so the comparison is like for like
                 fixed_chat = UniScaleChat(
                     models=models,
                     strategies=strategies,
                     policy=FixedArm(arm_id),
                     cost_weight=COST_WEIGHT,
-                    feedback_fn=arm_recorder,
                 )
-                arm_outputs = await _run_chain(
-                    _build_chain(fixed_chat), problems, FIXED_ARM_CONCURRENCY, bar.update
-                )
-                fixed.append(PolicyResult(arm_id, arm_recorder.outcomes(problems, arm_outputs)))
+                outcomes = await _run_chain(fixed_chat, problems, FIXED_ARM_CONCURRENCY, bar.update)
+                fixed.append(PolicyResult(arm_id, outcomes))
         finally:
             bar.close()
     report = DemoReport(
