@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import StateError
+from .bounds import merge_witness, top_witnesses
 from .ridge import _PER_ARM_PENDING_ROWS, SavedStats, _PendingRows, check_inverse, exact_inverse, read_state
 
 if TYPE_CHECKING:
@@ -252,6 +253,10 @@ class PackedRidgeStats(_PendingRows):
             np.subtract(stored, downdate, out=downdate)
             downdate /= gamma
             stored[:] = downdate
+        if gamma == 1.0:  # C = D^-1 - S grew by v v': the score bounds follow (policy/bounds.py)
+            extras = self._owner.dense_pool.extras
+            merge_witness(extras["witnesses"][self._block_index], shared)
+            extras["witness_updates"][self._block_index] += 1
         self._learn_weights(features, value, projected, denominator)
 
     def refresh(self) -> None:
@@ -285,7 +290,13 @@ class PackedRidgeStats(_PendingRows):
     def _store_inverse(self, inverse: np.ndarray) -> None:
         layout = self._layout
         np.multiply(inverse.reshape(-1).take(layout.upper_flat), layout.doubling, out=layout.packed_scratch)
-        self._packed_inverse[:] = layout.packed_scratch
+        stored = self._packed_inverse
+        stored[:] = layout.packed_scratch
+        if self.forgetting == 1.0:  # score bounds from what is stored (policy/bounds.py): one eigh, d = 65
+            complement = np.diag(1.0 / self.prior) - layout.unpack(stored.astype(np.float64), halve=True)
+            extras = self._owner.dense_pool.extras
+            extras["witnesses"][self._block_index] = top_witnesses(complement)
+            extras["witness_updates"][self._block_index] = 0
 
     # ------------------------------------------------------------------ persistence
 
