@@ -9,7 +9,7 @@ import pytest
 from test_linucb import LinearBandit, make_space
 
 from uniscale_lc.arms import ArmSpace
-from uniscale_lc.policy import Decision, LinUCB
+from uniscale_lc.policy import Decision, LinUCB, linucb
 from uniscale_lc.policy.arm_inverses import ArmInverses
 from uniscale_lc.policy.base import argmax_tiebreak, top_scores
 from uniscale_lc.policy.bounds import merge_witness, top_witnesses
@@ -40,25 +40,34 @@ def dense_pair(space: ArmSpace, dim: int, seed: int, observations: int, groups: 
         policy.bind(space, dim)
         policy.warm_start(logged)
         pair.append(policy)
-    assert pair[0]._arm_inverses.dense_count == len(space.ids)
+    if observations > MAX_FRESH_RANK:
+        assert pair[0]._arm_inverses.dense_count == len(space.ids)
     return pair, bandit
 
 
+@pytest.fixture(autouse=True)
+def two_pass_from_few_arms(monkeypatch):
+    """The small spaces here take the two-pass path (by default from 64 bounded arms)."""
+    monkeypatch.setattr(linucb, "_TWO_PASS_MIN", 4)
+
+
+@pytest.mark.parametrize("observations", [MAX_FRESH_RANK + 6, 10])
 @pytest.mark.parametrize(
     ("seed", "options"),
     [(0, {}), (1, {"alpha": 1.5}), (2, {"shared": False}), (3, {"alpha": 0.0}), (4, {"refresh_every": 7}), (5, {"alpha": 5.0, "ridge": 0.05})],
 )
-def test_two_pass_select_equals_one_pass_on_seeded_streams(seed, options, monkeypatch):
+def test_two_pass_select_equals_one_pass_on_seeded_streams(observations, seed, options, monkeypatch):
+    # Dense arms (more observations than the fresh form keeps), or fresh ones in 12-row blocks.
     space = make_space(6)
-    (two, one), bandit = dense_pair(space, 6, seed, MAX_FRESH_RANK + 6, **options)
+    (two, one), bandit = dense_pair(space, 6, seed, observations, **options)
     refined = []
-    original = ArmInverses.dense_variance
+    original = ArmInverses.exact_variance
 
-    def counted(self, outer, indices=None):
-        refined.append(len(self.dense_pool.members) if indices is None else len(indices))
-        return original(self, outer, indices)
+    def counted(self, slots, x):
+        refined.append(len(slots))
+        return original(self, slots, x)
 
-    monkeypatch.setattr(ArmInverses, "dense_variance", counted)
+    monkeypatch.setattr(ArmInverses, "exact_variance", counted)
     subset = list(space.ids[::3])
     rng = np.random.default_rng(seed)
     for step in range(150):
@@ -71,10 +80,9 @@ def test_two_pass_select_equals_one_pass_on_seeded_streams(seed, options, monkey
         reward = bandit.reward(x, a.arm_id)
         two.update(a, reward)
         one.update(b, reward)
-    # The second pass read fewer arms exactly than there are (score() itself reads them all, once per step);
-    # with the default exploration, under half (a bonus-driven choice with alpha = 5 refines more).
-    pruned_reads = sum(refined) - 150 * len(space.ids)
-    assert pruned_reads < (0.5 if not options else 1.0) * 150 * len(space.ids)
+    # The second pass read fewer arms exactly than there are; with the default exploration, under half (a
+    # bonus-driven choice with alpha = 5 refines more).
+    assert sum(refined) < (0.5 if not options else 1.0) * 150 * len(space.ids)
 
 
 def test_two_pass_breaks_exact_ties_as_one_pass_does():
@@ -96,14 +104,15 @@ def test_two_pass_breaks_exact_ties_as_one_pass_does():
     assert ties > 50  # the stream does exercise the seeded tie-break
 
 
-def test_bounds_are_upper_bounds_of_the_exact_dense_variance():
+@pytest.mark.parametrize("observations", [MAX_FRESH_RANK + 4, 3, 10, 20])
+def test_bounds_are_upper_bounds_of_the_exact_variance(observations):
     space = make_space(5)
-    (policy, _), bandit = dense_pair(space, 8, 7, MAX_FRESH_RANK + 4, refresh_every=50)
+    (policy, _), bandit = dense_pair(space, 8, 7, observations, refresh_every=50)
     inverses = policy._arm_inverses
     rng = np.random.default_rng(1)
     for _ in range(400):
         x = np.concatenate(([1.0], bandit.context() * rng.choice([0.01, 1.0, 100.0])))
-        bounded, slots, _ = inverses.bounded_variance(x)
+        bounded, slots = inverses.bounded_variance(x)
         exact = inverses.variance(x, by_row=True)
         assert np.all(bounded[slots] >= exact[slots])
         arm_id = space.ids[int(rng.integers(len(space.ids)))]

@@ -100,16 +100,17 @@ class ArmInverses:
         self.prior = np.asarray(prior, dtype=np.float64)
         self.rank = rank  # the most observations an arm keeps in the fresh form
         self.arms = 0
+        self.by_slot: list[PackedRidgeStats] = []  # every arm's statistic, by slot
         # Block capacities grow by about 1.5x (1, 2, 3, 4, 6, 8, 12, 16, 24, 32): a pass reads at most 1.5x the
         # rows observed, and a mixed arm space scores at most ten small fresh passes.
         capacities = [capacity for capacity in _CAPACITIES if capacity < rank] + [rank]
-        self.pools = {capacity: _Pool((capacity, dim)) for capacity in capacities}
-        # Dense arms also keep score bounds (policy/bounds.py): witness rows, and the downdates since they
-        # were last computed exactly (their rounding widens the margin).
-        self.dense_pool = _Pool(
-            (self.layout.size,),
-            extras={"witnesses": ((WITNESS_RANK, dim), np.float32), "witness_updates": ((), np.int64)},
-        )
+        # Arms with more rows than witnesses also keep score bounds (policy/bounds.py): witness rows, and the
+        # downdates since they were last computed exactly (their rounding widens the margin).
+        bounds = {"witnesses": ((WITNESS_RANK, dim), np.float32), "witness_updates": ((), np.int64)}
+        self.pools = {
+            capacity: _Pool((capacity, dim), bounds if capacity > WITNESS_RANK else None) for capacity in capacities
+        }
+        self.dense_pool = _Pool((self.layout.size,), bounds)
 
     @property
     def fresh(self) -> int:
@@ -124,9 +125,9 @@ class ArmInverses:
         """A new arm's statistic in the next slot (fresh without forgetting, else dense)."""
         slot = self.arms
         self.arms += 1
-        return PackedRidgeStats(
-            self.layout.dim, ridge, forgetting, refresh_every, self.prior, owner=self, slot=slot
-        )
+        stats = PackedRidgeStats(self.layout.dim, ridge, forgetting, refresh_every, self.prior, owner=self, slot=slot)
+        self.by_slot.append(stats)
+        return stats
 
     def capacity_for(self, rows: int) -> int:
         """The smallest fresh block that holds `rows` rows (at most `rank`)."""
@@ -140,6 +141,11 @@ class ArmInverses:
         if old_pool is not None:
             kept = min(old_pool.blocks.shape[1], capacity)
             pool.blocks[index, :kept] = old_pool.blocks[old_index, :kept]
+            if pool.extras and old_pool.extras:
+                for name, extra in pool.extras.items():
+                    extra[index] = old_pool.extras[name][old_index]
+            elif pool.extras:  # at most WITNESS_RANK rows so far: they are exact witnesses (V'V = C)
+                pool.extras["witnesses"][index, :kept] = old_pool.blocks[old_index, :kept]
             old_pool.remove(old_index)
         stats._block_pool, stats._block_index = pool, index
 
@@ -167,7 +173,7 @@ class ArmInverses:
     def variance(self, x: np.ndarray, by_row: bool = False) -> np.ndarray:
         """x' A_a^-1 x for every arm, in slot order (float32 precision); `by_row`: dense arms' values as
         `dense_variance` gives them (what a two-pass select compares with), else by one BLAS pass."""
-        variance = self._fresh_variance(x)
+        variance = self._fresh_variance(x, by_row=by_row)
         dense = self.dense_pool
         if dense.count:
             outer = self.layout.outer(x)
@@ -175,23 +181,60 @@ class ArmInverses:
             variance[dense.slots[: dense.count]] = rows
         return variance
 
-    def bounded_variance(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`variance` with upper bounds in place of the dense arms' values (policy/bounds.py); also the
-        dense arms' slots and the outer product `dense_variance` takes."""
-        variance = self._fresh_variance(x)
-        dense = self.dense_pool
-        count = dense.count
-        slots = dense.slots[:count]
-        if count:
-            rank = WITNESS_RANK
-            witnesses = dense.extras["witnesses"][:count].reshape(count * rank, -1)
-            projected = (witnesses @ x.astype(np.float32)).reshape(count, rank)
-            projected *= projected
-            explained = (projected @ np.ones(rank, dtype=np.float32)).astype(np.float64)
-            scale = float(x @ x) / float(self.prior.min())
-            margin = margin_coefficient(self.layout.dim, self.layout.size, dense.extras["witness_updates"][:count])
-            variance[slots] = variance[slots] - explained + margin * scale
-        return variance, slots, self.layout.outer(x)
+    def bounded_variance(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`variance(x, by_row=True)` with upper bounds in place of the values of arms that keep bounds
+        (policy/bounds.py); also those arms' slots."""
+        variance = self._fresh_variance(x, bounded=True)
+        scale = float(x @ x) / float(self.prior.min())
+        x32 = x.astype(np.float32)
+        rank = WITNESS_RANK
+        slots = []
+        for pool, terms in self._bounded_pools():
+            count = pool.count
+            if count:
+                witnesses = pool.extras["witnesses"][:count].reshape(count * rank, -1)
+                projected = (witnesses @ x32).reshape(count, rank)
+                projected *= projected
+                explained = projected @ np.ones(rank, dtype=np.float32)
+                margin = margin_coefficient(self.layout.dim, terms, pool.extras["witness_updates"][:count])
+                pool_slots = pool.slots[:count]
+                variance[pool_slots] -= explained
+                variance[pool_slots] += margin * scale
+                slots.append(pool_slots)
+        bounded = np.concatenate(slots) if slots else np.zeros(0, dtype=np.intp)
+        return variance, bounded
+
+    def bounded_count(self) -> int:
+        """How many arms keep score bounds."""
+        return sum(pool.count for pool, _ in self._bounded_pools())
+
+    def exact_variance(self, slots: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """`variance(x, by_row=True)` at the given slots of arms that keep bounds, bit for bit (float64)."""
+        result = np.empty(slots.size)
+        members = self.by_slot
+        prior_variance = float(x @ (x / self.prior))
+        x32 = None
+        by_pool: dict[int, tuple[_Pool, list[int], list[int]]] = {}
+        for position, slot in enumerate(slots.tolist()):
+            stats = members[slot]
+            pool = self.dense_pool if stats._block_pool is None else stats._block_pool
+            entry = by_pool.setdefault(id(pool), (pool, [], []))
+            entry[1].append(position)
+            entry[2].append(stats._block_index)
+        for pool, positions, indices in by_pool.values():
+            if pool is self.dense_pool:
+                result[positions] = self.dense_variance(self.layout.outer(x), np.array(indices))
+            else:
+                x32 = x.astype(np.float32) if x32 is None else x32
+                values = np.full(len(indices), prior_variance)
+                values -= _rows_norm(pool.blocks[indices], x32)
+                result[positions] = values
+        return result
+
+    def _bounded_pools(self) -> list[tuple[_Pool, int]]:
+        """The pools whose members keep bounds, each with the length of its exact scoring sum."""
+        fresh = [(pool, capacity + self.layout.dim) for capacity, pool in self.pools.items() if pool.extras]
+        return [*fresh, (self.dense_pool, self.layout.size)]
 
     def dense_variance(self, outer: np.ndarray, indices: np.ndarray | None = None) -> np.ndarray:
         """x' A^-1 x of the dense arms (all, or those at `indices` of the dense pool), from `outer(x)`.
@@ -204,14 +247,21 @@ class ArmInverses:
         blocks = dense.blocks[: dense.count] if indices is None else dense.blocks[indices]
         return np.einsum("kp,p->k", blocks, outer)
 
-    def _fresh_variance(self, x: np.ndarray) -> np.ndarray:
-        """x' D^-1 x - |V x|^2 for the fresh arms in slot order (the prior variance at dense arms' slots)."""
+    def _fresh_variance(self, x: np.ndarray, by_row: bool = False, bounded: bool = False) -> np.ndarray:
+        """x' D^-1 x - |V x|^2 for the fresh arms in slot order (the prior variance at dense arms' slots).
+
+        `by_row`: pools that keep bounds summed per arm as `exact_variance` does; `bounded`: those left out.
+        """
         variance = np.full(self.arms, float(x @ (x / self.prior)))
         x32 = None
         for capacity, pool in self.pools.items():
             count = pool.count
-            if count:
-                x32 = x.astype(np.float32) if x32 is None else x32
+            if not count or (bounded and pool.extras):
+                continue
+            x32 = x.astype(np.float32) if x32 is None else x32
+            if (by_row or bounded) and pool.extras:
+                variance[pool.slots[:count]] -= _rows_norm(pool.blocks[:count], x32)
+            else:
                 projected = (pool.blocks[:count].reshape(count * capacity, -1) @ x32).reshape(count, capacity)
                 projected *= projected
                 variance[pool.slots[:count]] -= projected @ pool.ones  # |V x|^2 (half an einsum's time)
@@ -232,3 +282,9 @@ class ArmInverses:
         if dense.count:
             variance[:, dense.slots[: dense.count]] = self.layout.outer_rows(xs) @ dense.blocks[: dense.count].T
         return variance
+
+
+def _rows_norm(blocks: np.ndarray, x32: np.ndarray) -> np.ndarray:
+    """|V x|^2 per block by einsums: the same loop per arm wherever it sits (bits independent of the pass)."""
+    projected = np.einsum("krd,d->kr", blocks, x32)
+    return np.einsum("kr,kr->k", projected, projected)

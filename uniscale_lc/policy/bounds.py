@@ -83,7 +83,7 @@ def pruned_totals(
     bounded: np.ndarray,
     limit: int,
     refine: Callable[[np.ndarray], np.ndarray],
-    first_batch: int = 8,
+    first_batch: int = 5,
 ) -> np.ndarray:
     """Totals (mean + bonus - penalty) where `bounded` entries of `upper` are upper bounds, made exact
     (by `refine(indices) -> exact totals`) wherever they could be among the top `limit` or tie the best.

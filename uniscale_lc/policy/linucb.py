@@ -54,8 +54,8 @@ CONTEXT_RIDGE_RATIO = 10.0
 # the per-arm term corrects what the arm's features predict, so a fresh arm starts at that prediction and
 # 300 arms do not each need their own exploration (docs/policy.md, "Priors").
 ARM_RIDGE_RATIO = 10.0
-# `select` bounds dense arms once more of them are dense than its first exact batch reads.
-_TWO_PASS_MIN = 8
+# `select` bounds dense arms once more are dense than this (below, the bounds cost more than they save).
+_TWO_PASS_MIN = 64
 
 
 class LinUCB:
@@ -304,7 +304,7 @@ class LinUCB:
         """
         with self._lock:
             self._space()  # unbound: the error that says so
-            if not (self.per_arm and self.forgetting == 1.0 and self._arm_inverses.dense_count > _TWO_PASS_MIN):
+            if not (self.per_arm and self.forgetting == 1.0 and self._arm_inverses.bounded_count() > _TWO_PASS_MIN):
                 ids, mean, bonus, cost_penalty = self.score(x, arms, penalty)
                 total = mean + bonus - cost_penalty
             else:
@@ -325,11 +325,11 @@ class LinUCB:
         x_aug = np.concatenate(([1.0], check_context(x, self.context_dim)))
         shared_mean, shared_variance = self._shared_terms(view.features, x_aug)
         inverses = self._arm_inverses
-        bounded_variance, dense_slots, outer = inverses.bounded_variance(x_aug)
+        bounded_variance, bounded_slots = inverses.bounded_variance(x_aug)
         per_arm_mean, per_arm_variance = self._per_arm_terms(view, x_aug, bounded_variance)
-        dense_of_slot = np.full(len(self._slot_of), -1, dtype=np.intp)
-        dense_of_slot[dense_slots] = np.arange(dense_slots.size)
-        dense_index = dense_of_slot[: len(view.ids)] if view.in_slot_order else dense_of_slot[view.slots]
+        is_bounded = np.zeros(len(self._slot_of), dtype=bool)
+        is_bounded[bounded_slots] = True
+        candidate_slots = np.arange(len(view.ids)) if view.in_slot_order else view.slots
         # The operations of `score`, element for element: exact entries carry its bits.
         mean = shared_mean + per_arm_mean
         variance = shared_variance + per_arm_variance
@@ -338,7 +338,7 @@ class LinUCB:
         cost_penalty = penalty_vector(penalty, view.ids)
 
         def refine(positions: np.ndarray) -> np.ndarray:
-            exact = inverses.dense_variance(outer, dense_index[positions]).astype(np.float64)
+            exact = inverses.exact_variance(candidate_slots[positions], x_aug)
             if self.shared:
                 exact = shared_variance[positions] + exact
             np.maximum(exact, 0.0, out=exact)
@@ -346,7 +346,7 @@ class LinUCB:
             return mean[positions] + bonus[positions] - cost_penalty[positions]
 
         upper = mean + bonus - cost_penalty
-        total = pruned_totals(upper, np.flatnonzero(dense_index >= 0), max(1, self.record_top), refine)
+        total = pruned_totals(upper, np.flatnonzero(is_bounded[candidate_slots]), max(1, self.record_top), refine)
         return view.ids, mean, bonus, cost_penalty, total
 
     def select_batch(

@@ -227,6 +227,10 @@ class PackedRidgeStats(_PendingRows):
             self.refresh()
             return
         self._low_rank[count - 1] = projected / math.sqrt(denominator)
+        extras = self._block_pool.extras
+        if extras:  # C = V'V grew by the stored row's outer product: the score bounds follow
+            merge_witness(extras["witnesses"][self._block_index], self._low_rank[count - 1].astype(np.float64))
+            extras["witness_updates"][self._block_index] += 1
         self._learn_weights(features, value, projected, denominator)
 
     def _add_dense(self, features: np.ndarray, value: float) -> None:
@@ -278,6 +282,7 @@ class PackedRidgeStats(_PendingRows):
                 block = self._low_rank
                 block[: rows.shape[0]] = low_rank
                 block[rows.shape[0] :] = 0.0
+                self._reset_fresh_witnesses()
                 self.weights = self.target / self.prior - (low_rank @ self.target) @ low_rank
                 return
             self._make_dense(refresh=False)  # rounding defeated the small system: the dense form copes
@@ -286,6 +291,23 @@ class PackedRidgeStats(_PendingRows):
         inverse = exact_inverse(self._layout.unpack(self._packed_gram), self.ridge)
         self.weights = inverse @ self.target
         self._store_inverse(inverse)
+
+    def _reset_fresh_witnesses(self) -> None:
+        """Score bounds of the stored rows V: the top right singular directions, W = Q'V with Q V V''s top
+        eigenvectors (W'W = V'QQ'V <= V'V whatever Q's accuracy, Q orthonormal)."""
+        extras = self._block_pool.extras
+        if not extras:
+            return
+        rows = self._low_rank[: self._pending].astype(np.float64)
+        witnesses = extras["witnesses"][self._block_index]
+        witnesses[:] = 0.0
+        rank = witnesses.shape[0]
+        if rows.shape[0] <= rank:
+            witnesses[: rows.shape[0]] = rows
+        else:
+            _, vectors = np.linalg.eigh(rows @ rows.T)
+            witnesses[:] = vectors[:, ::-1][:, :rank].T @ rows
+        extras["witness_updates"][self._block_index] = 0
 
     def _store_inverse(self, inverse: np.ndarray) -> None:
         layout = self._layout
@@ -340,6 +362,7 @@ class PackedRidgeStats(_PendingRows):
             self._pending = count
             self._low_rank[:count] = low_rank
             self._low_rank[count:] = 0.0
+            self._reset_fresh_witnesses()
         else:
             if self.fresh:
                 self._pending = 0
