@@ -47,8 +47,8 @@ def dense_pair(space: ArmSpace, dim: int, seed: int, observations: int, groups: 
 
 @pytest.fixture(autouse=True)
 def two_pass_from_few_arms(monkeypatch):
-    """The small spaces here take the two-pass path (by default from 64 bounded arms)."""
-    monkeypatch.setattr(linucb, "_TWO_PASS_MIN", 4)
+    """The small spaces here take the two-pass path (by default once bounds save reading 2 MB)."""
+    monkeypatch.setattr(linucb, "_TWO_PASS_MIN", 0)
 
 
 @pytest.mark.parametrize("observations", [MAX_FRESH_RANK + 6, 10])

@@ -204,9 +204,12 @@ class ArmInverses:
         bounded = np.concatenate(slots) if slots else np.zeros(0, dtype=np.intp)
         return variance, bounded
 
-    def bounded_count(self) -> int:
-        """How many arms keep score bounds."""
-        return sum(pool.count for pool, _ in self._bounded_pools())
+    def bounded_savings(self) -> int:
+        """Floats a bounds pass reads less than the exact pass over the arms that keep bounds."""
+        dim = self.layout.dim
+        bounds = WITNESS_RANK * dim
+        fresh = sum(pool.count * (capacity * dim - bounds) for capacity, pool in self.pools.items() if pool.extras)
+        return fresh + self.dense_pool.count * (self.layout.size - bounds)
 
     def exact_variance(self, slots: np.ndarray, x: np.ndarray) -> np.ndarray:
         """`variance(x, by_row=True)` at the given slots of arms that keep bounds, bit for bit (float64)."""
