@@ -14,7 +14,7 @@ import numpy as np
 from ..arms import ArmSpace
 from ..errors import ConfigError
 
-__all__ = ["ArmScore", "Decision", "Policy", "check_context", "check_reward", "penalty_vector"]
+__all__ = ["TIE_TOLERANCE", "ArmScore", "Decision", "Policy", "check_context", "check_reward", "penalty_vector"]
 
 
 @dataclass(frozen=True)
@@ -144,14 +144,21 @@ def penalty_vector(penalty: Mapping[str, float] | np.ndarray | None, arm_ids: Se
 
 
 def top_scores(
-    arm_ids: Sequence[str], mean: np.ndarray, bonus: np.ndarray, penalty: np.ndarray, limit: int = 5
+    arm_ids: Sequence[str],
+    mean: np.ndarray,
+    bonus: np.ndarray,
+    penalty: np.ndarray,
+    limit: int = 5,
+    total: np.ndarray | None = None,
 ) -> tuple[ArmScore, ...]:
-    """The best `limit` arms by total score, for the decision record and `explain`."""
-    total = mean + bonus - penalty
+    """The best `limit` arms by total score, for the decision record and `explain` (`total`: mean + bonus -
+    penalty when the caller has it already)."""
+    if total is None:
+        total = mean + bonus - penalty
     order = np.argsort(-total, kind="stable")[:limit] if total.size <= 4 * limit else _top(total, limit)
+    rows = zip(mean[order].tolist(), bonus[order].tolist(), penalty[order].tolist(), total[order].tolist(), strict=True)
     return tuple(
-        ArmScore(arm_ids[i], float(mean[i]), float(bonus[i]), float(penalty[i]), float(total[i]))
-        for i in order
+        ArmScore(arm_ids[i], *values) for i, values in zip(order.tolist(), rows, strict=True)
     )
 
 
@@ -165,7 +172,11 @@ def _top(total: np.ndarray, limit: int) -> np.ndarray:
     return candidates[np.argsort(-total[candidates], kind="stable")][:limit]
 
 
-def argmax_tiebreak(values: np.ndarray, rng: np.random.Generator, tolerance: float = 1e-12) -> int:
+TIE_TOLERANCE = 1e-12
+"""Totals within this of the best are ties (broken by the seeded generator)."""
+
+
+def argmax_tiebreak(values: np.ndarray, rng: np.random.Generator, tolerance: float = TIE_TOLERANCE) -> int:
     """Index of the maximum; exact ties (within `tolerance`) broken by the seeded generator."""
     best = float(values.max())
     tied = np.flatnonzero(values >= best - tolerance)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import StateError
+from .bounds import merge_witness, top_witnesses
 from .ridge import _PER_ARM_PENDING_ROWS, SavedStats, _PendingRows, check_inverse, exact_inverse, read_state
 
 if TYPE_CHECKING:
@@ -226,6 +227,10 @@ class PackedRidgeStats(_PendingRows):
             self.refresh()
             return
         self._low_rank[count - 1] = projected / math.sqrt(denominator)
+        extras = self._block_pool.extras
+        if extras:  # C = V'V grew by the stored row's outer product: the score bounds follow
+            merge_witness(extras["witnesses"][self._block_index], self._low_rank[count - 1].astype(np.float64))
+            extras["witness_updates"][self._block_index] += 1
         self._learn_weights(features, value, projected, denominator)
 
     def _add_dense(self, features: np.ndarray, value: float) -> None:
@@ -252,6 +257,10 @@ class PackedRidgeStats(_PendingRows):
             np.subtract(stored, downdate, out=downdate)
             downdate /= gamma
             stored[:] = downdate
+        if gamma == 1.0:  # C = D^-1 - S grew by v v': the score bounds follow (policy/bounds.py)
+            extras = self._owner.dense_pool.extras
+            merge_witness(extras["witnesses"][self._block_index], shared)
+            extras["witness_updates"][self._block_index] += 1
         self._learn_weights(features, value, projected, denominator)
 
     def refresh(self) -> None:
@@ -273,6 +282,7 @@ class PackedRidgeStats(_PendingRows):
                 block = self._low_rank
                 block[: rows.shape[0]] = low_rank
                 block[rows.shape[0] :] = 0.0
+                self._reset_fresh_witnesses()
                 self.weights = self.target / self.prior - (low_rank @ self.target) @ low_rank
                 return
             self._make_dense(refresh=False)  # rounding defeated the small system: the dense form copes
@@ -282,10 +292,33 @@ class PackedRidgeStats(_PendingRows):
         self.weights = inverse @ self.target
         self._store_inverse(inverse)
 
+    def _reset_fresh_witnesses(self) -> None:
+        """Score bounds of the stored rows V: the top right singular directions, W = Q'V with Q V V''s top
+        eigenvectors (W'W = V'QQ'V <= V'V whatever Q's accuracy, Q orthonormal)."""
+        extras = self._block_pool.extras
+        if not extras:
+            return
+        rows = self._low_rank[: self._pending].astype(np.float64)
+        witnesses = extras["witnesses"][self._block_index]
+        witnesses[:] = 0.0
+        rank = witnesses.shape[0]
+        if rows.shape[0] <= rank:
+            witnesses[: rows.shape[0]] = rows
+        else:
+            _, vectors = np.linalg.eigh(rows @ rows.T)
+            witnesses[:] = vectors[:, ::-1][:, :rank].T @ rows
+        extras["witness_updates"][self._block_index] = 0
+
     def _store_inverse(self, inverse: np.ndarray) -> None:
         layout = self._layout
         np.multiply(inverse.reshape(-1).take(layout.upper_flat), layout.doubling, out=layout.packed_scratch)
-        self._packed_inverse[:] = layout.packed_scratch
+        stored = self._packed_inverse
+        stored[:] = layout.packed_scratch
+        if self.forgetting == 1.0:  # score bounds from what is stored (policy/bounds.py): one eigh, d = 65
+            complement = np.diag(1.0 / self.prior) - layout.unpack(stored.astype(np.float64), halve=True)
+            extras = self._owner.dense_pool.extras
+            extras["witnesses"][self._block_index] = top_witnesses(complement)
+            extras["witness_updates"][self._block_index] = 0
 
     # ------------------------------------------------------------------ persistence
 
@@ -329,6 +362,7 @@ class PackedRidgeStats(_PendingRows):
             self._pending = count
             self._low_rank[:count] = low_rank
             self._low_rank[count:] = 0.0
+            self._reset_fresh_witnesses()
         else:
             if self.fresh:
                 self._pending = 0
