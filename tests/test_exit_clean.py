@@ -33,6 +33,7 @@ _SYMPTOMS = (
     "was never awaited",
     "error occurred",  # "an error occurred during closing of asynchronous generator" (asyncio's handler)
     "Exception ignored",  # an error Python could only report, e.g. from a finaliser
+    "event loop changed",  # litellm's LoggingWorker carrying callbacks an asyncio.run loop left unrun
 )
 
 # argv: api_base, front end ("chat" or "router"), transport, steps ("s" sync call, "a" asyncio.run of an
@@ -163,4 +164,11 @@ def test_an_async_stream_abandoned_early_exits_silently(
     slow_server: OpenAIServer, front: str, steps: str, transport: str
 ) -> None:
     stderr = _run_and_exit(slow_server, front, transport, steps, "exit")
+    assert _symptoms(stderr) == [], stderr
+
+
+def test_litellm_logging_callbacks_run_on_the_asyncio_run_loop_that_queued_them(server: OpenAIServer) -> None:
+    # Each asyncio.run loop runs the logging callbacks litellm queued on it before it closes, so litellm's
+    # worker has nothing to carry to the next loop ("LoggingWorker: event loop changed; carried 1 pending").
+    stderr = _run_and_exit(server, "router", "litellm", "aaas", "exit")
     assert _symptoms(stderr) == [], stderr
