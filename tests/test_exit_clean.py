@@ -31,10 +31,15 @@ _SYMPTOMS = (
     "ResourceWarning",
     "nclosed",  # "Unclosed client session", "unclosed transport"
     "was never awaited",
+    "error occurred",  # "an error occurred during closing of asynchronous generator" (asyncio's handler)
+    "Exception ignored",  # an error Python could only report, e.g. from a finaliser
+    "event loop changed",  # litellm's LoggingWorker carrying callbacks an asyncio.run loop left unrun
 )
 
 # argv: api_base, front end ("chat" or "router"), transport, steps ("s" sync call, "a" asyncio.run of an
-# async call, "t" a sync stream, "u" an async stream under asyncio.run), "close" or "exit".
+# async call, "t" a sync stream, "u" an async stream under asyncio.run, "b" an async stream broken out of after
+# its first chunk under asyncio.run, never closed by the caller, "c" a task reading an async stream cancelled
+# while it waits for the next chunk), "close" or "exit".
 _SCRIPT = """
 import asyncio, sys
 from uniscale_lc import ModelSpec, Router, UniScaleChat
@@ -56,6 +61,26 @@ async def drain(chunks):
     async for _ in chunks:
         pass
 
+async def first_only(chunks):
+    async for _ in chunks:
+        break  # as a caller does who has what it wanted: no aclose()
+
+async def cancel_mid_stream(chunks):
+    first = asyncio.Event()
+
+    async def read():
+        async for _ in chunks:
+            first.set()
+
+    reader = asyncio.create_task(read())
+    await first.wait()
+    await asyncio.sleep(0)  # the reader is back waiting for the next chunk
+    reader.cancel()
+    try:
+        await reader
+    except asyncio.CancelledError:
+        pass
+
 for step in steps:
     if step == "s":
         call("hello")
@@ -66,6 +91,10 @@ for step in steps:
             pass
     elif step == "u":
         asyncio.run(drain(astream("hello")))
+    elif step == "b":
+        asyncio.run(first_only(astream("hello")))
+    elif step == "c":
+        asyncio.run(cancel_mid_stream(astream("hello")))
 if ending == "close":
     target.close()
 print("done", flush=True)
@@ -111,4 +140,35 @@ def test_mixed_sync_and_async_calls_exit_silently_on_litellm(
 def test_the_background_loop_closes_its_sockets_before_it_stops(server: OpenAIServer) -> None:
     # Sync calls only: every socket is the background loop's, and -X dev names any left open at exit.
     stderr = _run_and_exit(server, "router", "litellm", "ss", "exit")
+    assert _symptoms(stderr) == [], stderr
+
+
+@pytest.fixture
+def slow_server(make_server: MakeServer) -> OpenAIServer:
+    # Many chunks with a pause between them: a caller who stops after the first leaves the body half read.
+    answer = " ".join(f"word{index}" for index in range(40))
+    return make_server([SimulatedModel("alpha", answer, stream_chunk_delay_s=0.02)])
+
+
+@pytest.mark.parametrize("transport", ["auto", "litellm"])  # "auto": the openai-SDK path for this endpoint
+@pytest.mark.parametrize(
+    ("front", "steps"),
+    [
+        ("router", "bb"),  # Router.astream broken out of, twice (two loops)
+        ("router", "cc"),  # the reading task cancelled mid-stream, twice
+        ("chat", "bc"),  # UniScaleChat.astream: broken out of, then cancelled
+        ("router", "bsu"),  # a broken-off stream, then a sync call and a whole stream still work
+    ],
+)
+def test_an_async_stream_abandoned_early_exits_silently(
+    slow_server: OpenAIServer, front: str, steps: str, transport: str
+) -> None:
+    stderr = _run_and_exit(slow_server, front, transport, steps, "exit")
+    assert _symptoms(stderr) == [], stderr
+
+
+def test_litellm_logging_callbacks_run_on_the_asyncio_run_loop_that_queued_them(server: OpenAIServer) -> None:
+    # Each asyncio.run loop runs the logging callbacks litellm queued on it before it closes, so litellm's
+    # worker has nothing to carry to the next loop ("LoggingWorker: event loop changed; carried 1 pending").
+    stderr = _run_and_exit(server, "router", "litellm", "aaas", "exit")
     assert _symptoms(stderr) == [], stderr

@@ -9,12 +9,13 @@ is finalised by the loop's `shutdown_asyncgens()` (`asyncio.run` calls it before
 so does the client's background loop at exit); it closes that loop's litellm clients while the loop
 still runs. Nothing here imports litellm on its own: a loop on which litellm was never used has nothing to close.
 
-litellm's logging worker is one per process, bound to the last loop that enqueued on it. The background
-loop runs what it queued before it stops (`settle_litellm_logging`, from client_loop.py's drain). An
-`asyncio.run` loop cannot: asyncio.run cancels every task, litellm's pending callbacks included, before it
-finalises async generators, so what is left there is carried to the next loop by litellm itself (it logs
-"LoggingWorker: event loop changed; carried ...", litellm_core_utils/logging_worker.py, `_ensure_queue`)
-or run by litellm's exit flush.
+litellm's logging worker is one per process, bound to the last loop that enqueued on it. `asyncio.run`
+cancels every task (the worker's included) before it finalises async generators, so the callbacks queued
+on that loop would be carried to the next loop by litellm itself, with a warning ("LoggingWorker: event
+loop changed; carried 1 pending ...", litellm_core_utils/logging_worker.py, `_ensure_queue`). The parked
+generator therefore first runs them on the loop that queued them, through the worker's public `flush()`
+and `stop()` (`settle_litellm_logging`), which restart the worker there; the background loop does the
+same from client_loop.py's drain.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ async def _close_with_loop() -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
+        with contextlib.suppress(Exception):
+            await settle_litellm_logging()
         with contextlib.suppress(Exception):
             await close_litellm_clients_of_running_loop()
 

@@ -10,6 +10,7 @@ until the caller scores it (`feedback`), or is scored at once by `feedback_fn`. 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
@@ -157,8 +158,11 @@ class Router(RoutingEngine):
             budget_usd_per_request,
         )
         stream = self.arun_stream(as_messages(messages), options, run_id=run_id, request_id=request_id)
-        async for chunk in stream:
-            yield chunk
+        # aclosing: a caller that stops reading (or is cancelled) closes the inner stream and its connection
+        # now, on its own task, rather than leaving it to the loop's shutdown (docs/reliability.md).
+        async with contextlib.aclosing(stream):
+            async for chunk in stream:
+                yield chunk
 
     def stream(
         self, messages: str | Sequence[Mapping[str, Any]], **options: Any

@@ -21,13 +21,14 @@ loop at exit), so no connection is left open for the garbage collector to warn a
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import hashlib
 import inspect
 import json
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 from weakref import WeakKeyDictionary
@@ -60,70 +61,118 @@ class MalformedStreamError(Exception):
     """A server-sent event that is not JSON, or a line longer than the byte cap."""
 
 
-async def _capped_bytes(response: Any, max_bytes: int) -> AsyncIterator[bytes]:
-    """The response body piece by piece, stopping (before buffering more) once it passes `max_bytes`."""
-    declared = response.http_response.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise ResponseTooLargeError(
-            f"the response declares {int(declared)} bytes, over the cap of {max_bytes}"
-        )
-    received = 0
-    pieces = response.iter_bytes().__aiter__()
-    while True:
+class _CappedBody:
+    """The response body piece by piece, stopping (before buffering more) once it passes `max_bytes`.
+
+    A class, not an async generator: an async generator left suspended by a caller who stopped early is
+    closed by the loop's `shutdown_asyncgens()` at the same time as httpx's own generators below it, and the
+    two closes collide ("aclose(): asynchronous generator is already running"). `aclose()` here closes
+    httpx's body iterator and the response at once, in order, on the caller's task.
+    """
+
+    def __init__(self, response: Any, max_bytes: int) -> None:
+        self._response = response
+        self._max_bytes = max_bytes
+        self._received = 0
+        self._pieces: Any = None  # httpx's iterator, started on the first read
+        self._closed = False
+
+    def __aiter__(self) -> _CappedBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._pieces is None:
+            if self._closed:
+                raise StopAsyncIteration
+            declared = self._response.http_response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self._max_bytes:
+                raise ResponseTooLargeError(
+                    f"the response declares {int(declared)} bytes, over the cap of {self._max_bytes}"
+                )
+            self._pieces = self._response.http_response.aiter_bytes().__aiter__()
         try:
-            piece = await pieces.__anext__()
+            piece: bytes = await self._pieces.__anext__()
         except StopAsyncIteration:
-            return
+            raise
         except Exception as exc:  # a cut connection: the SDK's own error for it, so it is classified alike
             import openai
 
             raise openai.APIConnectionError(
                 message=f"reading the response failed ({type(exc).__name__}: {exc})",
-                request=response.http_response.request,
+                request=self._response.http_response.request,
             ) from exc
-        received += len(piece)
-        if received > max_bytes:
-            raise ResponseTooLargeError(f"the response passed the cap of {max_bytes} bytes")
-        yield piece
+        self._received += len(piece)
+        if self._received > self._max_bytes:
+            raise ResponseTooLargeError(f"the response passed the cap of {self._max_bytes} bytes")
+        return piece
+
+    async def aclose(self) -> None:
+        """Finish httpx's iterator (no generator is left for the loop to close) and release the connection."""
+        self._closed = True
+        pieces, self._pieces = self._pieces, None
+        if pieces is not None:
+            with contextlib.suppress(Exception):
+                await pieces.aclose()
+        with contextlib.suppress(Exception):
+            await self._response.http_response.aclose()
 
 
 class _SSEStream:
     """Server-sent events of one streamed answer, each `data:` payload decoded as a JSON dict.
 
-    Ends at `[DONE]` or at the end of the body; `aclose()` releases the connection (also when abandoned).
+    Ends at `[DONE]` or at the end of the body. The connection is released as soon as the stream ends,
+    fails, or is cancelled while waiting (the caller's task, not the garbage collector, closes it), and by
+    `aclose()` when the caller stops reading early.
     """
 
     def __init__(self, manager: Any, response: Any, max_bytes: int) -> None:
         self._manager = manager
         self._response = response
-        self._max_bytes = max_bytes
+        self._body = _CappedBody(response, max_bytes)
+        self._buffer = b""
+        self._data: list[bytes] = []  # the `data:` lines of the event being read
+        self._payloads: collections.deque[bytes] = collections.deque()  # complete events, decoded on demand
+        self._ended = False  # [DONE] or the end of the body was read
         self._closed = False
 
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        return self._events()
+    def __aiter__(self) -> _SSEStream:
+        return self
 
-    async def _events(self) -> AsyncIterator[dict[str, Any]]:
-        buffer = b""
-        data: list[bytes] = []
+    async def __anext__(self) -> dict[str, Any]:
         try:
-            async for piece in _capped_bytes(self._response, self._max_bytes):
-                buffer += piece
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    line = line.rstrip(b"\r")
-                    if line.startswith(b"data:"):
-                        data.append(line[5:].lstrip(b" "))
-                        continue
-                    if line or not data:
-                        continue  # comments, event names, ids, keep-alive blank lines
-                    payload, data = b"\n".join(data), []
-                    if payload.strip() == b"[DONE]":
-                        return
-                    yield self._decode(payload)
-            if data and data[-1].strip() != b"[DONE]":
-                yield self._decode(b"\n".join(data))
-        finally:
+            while not self._payloads:
+                if self._ended or self._closed:
+                    raise StopAsyncIteration
+                await self._read_more()
+            return self._decode(self._payloads.popleft())
+        except GeneratorExit:
+            raise  # this coroutine is being discarded unrun: nothing may be awaited now
+        except BaseException:  # the end, a broken event, a cut connection, a cancelled wait: release now
             await self.aclose()
+            raise
+
+    async def _read_more(self) -> None:
+        """Read one piece of the body into complete events (or mark the end)."""
+        try:
+            piece = await self._body.__anext__()
+        except StopAsyncIteration:
+            self._ended = True
+            if self._data and self._data[-1].strip() != b"[DONE]":
+                self._payloads.append(b"\n".join(self._data))
+            return
+        *lines, self._buffer = (self._buffer + piece).split(b"\n")
+        for line in lines:
+            line = line.rstrip(b"\r")
+            if line.startswith(b"data:"):
+                self._data.append(line[5:].lstrip(b" "))
+                continue
+            if line or not self._data:
+                continue  # comments, event names, ids, keep-alive blank lines
+            payload, self._data = b"\n".join(self._data), []
+            if payload.strip() == b"[DONE]":
+                self._ended = True
+                return
+            self._payloads.append(payload)
 
     def _decode(self, payload: bytes) -> dict[str, Any]:
         try:
@@ -143,9 +192,12 @@ class _SSEStream:
         return event
 
     async def aclose(self) -> None:
+        """Release the connection; safe to call again, and from any point of the stream."""
         if self._closed:
             return
         self._closed = True
+        self._payloads.clear()
+        await self._body.aclose()
         with contextlib.suppress(Exception):
             await self._manager.__aexit__(None, None, None)
 
@@ -311,9 +363,11 @@ class OpenAITransport:
             response = await manager.__aenter__()
             if request.get("stream"):
                 return _SSEStream(manager, response, max_bytes)
+            reader = _CappedBody(response, max_bytes)
             try:
-                body = b"".join([piece async for piece in _capped_bytes(response, max_bytes)])
+                body = b"".join([piece async for piece in reader])
             finally:
+                await reader.aclose()
                 with contextlib.suppress(Exception):
                     await manager.__aexit__(None, None, None)
         finally:

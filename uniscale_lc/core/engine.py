@@ -25,7 +25,14 @@ from ..model_spec import ModelSpec
 from ..policy import Decision
 from ..side_observations import SampleArm, implied_arms, same_answer_arms
 from ..strategies.config import Single
-from ..strategies.execute import CallOptions, StrategyResult, add_usage, run_strategy, stream_single
+from ..strategies.execute import (
+    CallOptions,
+    StrategyResult,
+    aclose_stream,
+    add_usage,
+    run_strategy,
+    stream_single,
+)
 from .config import check_per_call_cost
 from .feedback_path import FeedbackPath, ScoreHook
 from .messages import featurized_text, prompt_text
@@ -109,10 +116,9 @@ class RoutingEngine(FeedbackPath):
             usage: dict[str, Any] | None = None
             finish_reason: str | None = None
             started = time.perf_counter()
+            deltas = stream_single(self._client, self._spec(arm), request.openai_messages, request.options)
             try:
-                async for delta in stream_single(
-                    self._client, self._spec(arm), request.openai_messages, request.options
-                ):
+                async for delta in deltas:
                     if delta.usage is not None:
                         usage = delta.usage
                         continue
@@ -151,6 +157,10 @@ class RoutingEngine(FeedbackPath):
                     raise
                 remaining = self._learn_failure(request, decision, arm, error, failures)
                 continue
+            finally:
+                # Closed here, on this task, also when the caller stops reading (GeneratorExit) or is
+                # cancelled: left to the loop's shutdown, its close would race httpx's (docs/reliability.md).
+                await aclose_stream(deltas)
             result = self._streamed_result(arm, sent, raw_calls, finish_reason, usage, started)
             break
         resolved_run_id = run_id() if callable(run_id) else run_id

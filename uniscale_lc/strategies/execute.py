@@ -35,6 +35,7 @@ __all__ = [
     "CallOptions",
     "CompletionClient",
     "StrategyResult",
+    "aclose_stream",
     "add_usage",
     "question_text",
     "run_best_of_n",
@@ -201,6 +202,13 @@ def stream_single(
 ) -> AsyncIterator[StreamDelta]:
     """Token stream of one sample; the last delta carries usage (see `ModelClient.astream`)."""
     return client.astream(spec, messages, **options.kwargs())
+
+
+async def aclose_stream(stream: AsyncIterator[Any]) -> None:
+    """Close a stream now if it can be closed (an async generator can; a bare iterator has nothing to)."""
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()
 
 
 # ----------------------------------------------------------------------------- BestOfN
