@@ -17,13 +17,15 @@ Forgetting (gamma < 1) discounts old evidence as in discounted LinUCB: A <- gamm
 inverse, which only widens the confidence bound slightly (by at most (1 - gamma^refresh_every) prior
 in the Gram matrix; tests/test_linucb.py checks both bounds).
 
-Speed and memory: a decision reads every candidate arm's d x d inverse once (that read bounds its time), so
+Speed and memory: scoring reads candidate arms' d x d inverses (that read bounds a decision's time), so
 each per-arm inverse is stored only in the float32 form scoring reads (policy/arm_inverses.py): prior minus
 one low-rank row per observation for an arm with up to 32 observations (blocks that grow with them), else the
 packed upper triangle (off-diagonal doubled, forgetting folded in). Updates work in float64 and round once;
 the exact Gram matrix is kept in float64 and re-inverted every `refresh_every` updates, so float32 rounding
 never accumulates past that (policy/packed.py). An arm holds at most about 32 KB at d = 64. The shared statistic stays exact
-float64 (policy/ridge.py). See docs/performance.md.
+float64 (policy/ridge.py). At scale, `select` does not read every inverse: it first reads cheap upper bounds
+on each arm's variance (policy/bounds.py) and scores exactly only the arms whose bound can still reach the
+top, with the same choice as scoring all (tests/test_policy_two_pass.py). See docs/performance.md.
 """
 
 from __future__ import annotations
