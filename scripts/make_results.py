@@ -301,6 +301,11 @@ def aims(
                 f"{best['per_task_best_accuracy']:.3f} vs {best['accuracy']:.3f}); share on each question's "
                 f"task-best arm {task_share:.1%}"
             )
+        own = report["policies"]["uniscale"].get("last_quarter_accuracy_w0")
+        arm_own = report["policies"]["uniscale"].get("most_accurate_arm_last_quarter_accuracy_w0")
+        if own is not None and arm_own is not None:
+            # Spreading picks pays only if the learner beats that arm on the same questions.
+            measured += f"; last-quarter accuracy {own:.3f} vs that arm's {arm_own:.3f} on the same questions"
         lines.append(
             _aim_row(
                 f"5. {name}: cost_weight 0, last-quarter share of the most accurate arm (`{best['arm']}`, "

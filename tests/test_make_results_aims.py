@@ -51,3 +51,17 @@ def test_tts_comparison_is_void_when_tts_only_is_uniscale_itself() -> None:
     # The other two halves of the aim still count.
     assert _aim_one(_report(uniscale=0.78, routing=0.78, tts=0.78, tts_arms=2, all_arms=2)).endswith("| no |")
     assert _aim_one(_report(uniscale=0.785, routing=0.78, tts=0.785, tts_arms=2, all_arms=2)).endswith("| no |")
+
+
+def test_aim_five_row_sets_the_learners_last_quarter_beside_the_arms() -> None:
+    report = _report(uniscale=0.80, routing=0.78, tts=0.80, tts_arms=3, all_arms=5)
+    report["most_accurate_arm"] = {"margin": 0.06, "arm": "big|single", "n_tasks": 1}
+    report["policies"]["uniscale"].update(
+        best_arm_share_last_quarter_w0=0.44,
+        last_quarter_accuracy_w0=0.614,
+        most_accurate_arm_last_quarter_accuracy_w0=0.651,
+    )
+    rows = _make_results().aims({"data": report}, None, None)
+    (row,) = [line for line in rows if line.startswith("| 5. data")]
+    assert "44.0%; last-quarter accuracy 0.614 vs that arm's 0.651 on the same questions" in row
+    assert row.endswith("| no |")

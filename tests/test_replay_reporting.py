@@ -14,7 +14,7 @@ import uniscale_lc.replay.cli as cli_module
 from uniscale_lc.progress import LineProgress
 from uniscale_lc.replay import ReplayConfig, replay_dataset
 from uniscale_lc.replay.cli import add_subparser, run
-from uniscale_lc.replay.metrics import arm_share, steps_until_ahead, task_best_arms
+from uniscale_lc.replay.metrics import arm_share, last_fraction_mean, steps_until_ahead, task_best_arms
 
 
 def test_steps_until_ahead_is_the_step_after_the_last_time_behind() -> None:
@@ -30,6 +30,16 @@ def test_arm_share_counts_the_last_quarter_only() -> None:
     assert arm_share(chosen, 1, 1.0) == pytest.approx(0.7)
     with pytest.raises(ValueError):
         arm_share(chosen, 0, 0.0)
+
+
+def test_last_fraction_mean_averages_the_steps_arm_share_counts() -> None:
+    quality = np.array([0.0] * 6 + [1.0, 1.0, 0.0, 1.0])
+    assert last_fraction_mean(quality, 0.25) == pytest.approx(2 / 3)  # the last ceil(2.5) = 3 steps
+    assert last_fraction_mean(quality, 1.0) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="fraction"):
+        last_fraction_mean(quality, 1.5)
+    with pytest.raises(ValueError, match="no steps"):
+        last_fraction_mean(np.array([]))
 
 
 def test_task_best_arms_picks_each_tasks_most_accurate_arm() -> None:
@@ -59,6 +69,11 @@ def test_a_cost_blind_learner_converges_to_the_clearly_best_arm(tmp_path: Path) 
     assert report["most_accurate_arm"]["per_task_best_accuracy"] == pytest.approx(1.0)
     assert report["most_accurate_arm"]["n_tasks"] == 2
     assert uniscale["task_best_arm_share_last_quarter_w0"] >= 0.45  # at least the maths half
+    # `big` is right everywhere, so its last quarter is 1.0; random's picks are not, the learner's nearly.
+    assert uniscale["most_accurate_arm_last_quarter_accuracy_w0"] == pytest.approx(1.0)
+    assert uniscale["last_quarter_accuracy_w0"] >= 0.9
+    random = report["policies"]["random"]
+    assert random["last_quarter_accuracy_w0"] < random["most_accurate_arm_last_quarter_accuracy_w0"] - 0.1
 
 
 def test_line_progress_prints_lines_not_carriage_returns() -> None:

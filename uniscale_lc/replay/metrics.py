@@ -28,6 +28,7 @@ __all__ = [
     "cost_to_reach",
     "cpt",
     "cumulative_regret",
+    "last_fraction_mean",
     "learning_curve",
     "non_decreasing_convex_hull",
     "pareto_frontier",
@@ -281,6 +282,21 @@ def arm_share(chosen: ArrayLike, column: int | np.ndarray, last_fraction: float 
         raise ValueError(f"arm_share.last_fraction: got {last_fraction}; use a fraction in (0, 1]")
     start = picks.size - max(1, math.ceil(picks.size * last_fraction))
     return float(np.mean(picks[start:] == (target if target.size == 1 else target[start:])))
+
+
+def last_fraction_mean(values: ArrayLike, last_fraction: float = 0.25) -> float:
+    """Mean of the last `last_fraction` of a per-step series (the same steps `arm_share` counts).
+
+    Beside `arm_share`: a learner that spreads its picks over several arms has converged to something
+    better than one arm only if its quality over those steps beats that arm's on the same questions.
+    """
+    series = np.asarray(values, dtype=np.float64).ravel()
+    if series.size == 0:
+        raise ValueError("last_fraction_mean: no steps")
+    if not 0 < last_fraction <= 1:
+        raise ValueError(f"last_fraction_mean.last_fraction: got {last_fraction}; use a fraction in (0, 1]")
+    start = series.size - max(1, math.ceil(series.size * last_fraction))
+    return float(series[start:].mean())
 
 
 def task_best_arms(quality: np.ndarray, tasks: Sequence[str]) -> np.ndarray:

@@ -25,6 +25,7 @@ from .metrics import (
     cost_at_fraction_of_best,
     cpt,
     cumulative_regret,
+    last_fraction_mean,
     learning_curve,
     steps_until_ahead,
     task_best_arms,
@@ -220,6 +221,19 @@ def build_report(
                 # ... or, where tasks differ, to each task's most accurate arm (what context should buy)?
                 entry["task_best_arm_share_last_quarter_w0"] = float(
                     np.mean([arm_share(trace.arm, task_best[trace.order]) for trace in cost_blind])
+                )
+                # ... and did spreading its picks pay? Its last-quarter accuracy against the most accurate
+                # arm's on the same questions.
+                entry["last_quarter_accuracy_w0"] = float(
+                    np.mean([last_fraction_mean(trace.quality) for trace in cost_blind])
+                )
+                entry["most_accurate_arm_last_quarter_accuracy_w0"] = float(
+                    np.mean(
+                        [
+                            last_fraction_mean(outcomes.quality[trace.order, most_accurate])
+                            for trace in cost_blind
+                        ]
+                    )
                 )
             entry["cumulative_regret"], entry["cumulative_regret_std"] = _mean_std(regrets)
             entry["learning_curve"] = {
