@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
+from script_loader import load_script
 from test_replay_runner import write_two_task_table
 
 from uniscale_lc.replay.runner import ReplayConfig, ReplayEnvironment, question_order, run_learner
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("arm_trace", ROOT / "scripts" / "arm_trace.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_trace_counts_the_runs_own_choices_and_scores_watched_arms(tmp_path: Path) -> None:
     directory = write_two_task_table(tmp_path / "toy")
-    lines = _script().trace(directory, 0.0, 1, ["big:*", "small:cot|single"], [1, 5])
+    lines = load_script("arm_trace").trace(directory, 0.0, 1, ["big:*", "small:cot|single"], [1, 5])
     # The same run without the tracer: its choices are what the counts must add up to.
     config = ReplayConfig(seeds=1)
     env = ReplayEnvironment.from_directory(directory, config)
@@ -47,6 +36,6 @@ def test_trace_counts_the_runs_own_choices_and_scores_watched_arms(tmp_path: Pat
 
 def test_context_ridge_override_reaches_the_policy(tmp_path: Path) -> None:
     directory = write_two_task_table(tmp_path / "toy")
-    default = _script().trace(directory, 0.0, 0, ["small:*"], [30])
-    pinned = _script().trace(directory, 0.0, 0, ["small:*"], [30], context_ridge=1e6)
+    default = load_script("arm_trace").trace(directory, 0.0, 0, ["small:*"], [30])
+    pinned = load_script("arm_trace").trace(directory, 0.0, 0, ["small:*"], [30], context_ridge=1e6)
     assert default != pinned  # the prompt weights are what tells maths from trivia here

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _make_results() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_results", ROOT / "scripts" / "make_results.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from script_loader import load_script
 
 
 def _report(uniscale: float, routing: float, tts: float, tts_arms: int, all_arms: int) -> dict[str, Any]:
@@ -32,7 +21,7 @@ def _report(uniscale: float, routing: float, tts: float, tts_arms: int, all_arms
 
 
 def _aim_one(report: dict[str, Any]) -> str:
-    rows = _make_results().aims({"data": report}, None, None)
+    rows = load_script("make_results").aims({"data": report}, None, None)
     (row,) = [line for line in rows if line.startswith("| 1. data")]
     return row
 
@@ -61,7 +50,7 @@ def test_aim_five_row_sets_the_learners_last_quarter_beside_the_arms() -> None:
         last_quarter_accuracy_w0=0.614,
         most_accurate_arm_last_quarter_accuracy_w0=0.651,
     )
-    rows = _make_results().aims({"data": report}, None, None)
+    rows = load_script("make_results").aims({"data": report}, None, None)
     (row,) = [line for line in rows if line.startswith("| 5. data")]
     assert "44.0%; last-quarter accuracy 0.614 vs that arm's 0.651 on the same questions" in row
     assert row.endswith("| no |")
