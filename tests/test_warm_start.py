@@ -4,13 +4,12 @@ the offline ridge router and the replay's warm learners (scored on held-out ques
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from outcome_tables import write_big_small_table
 
 import uniscale_lc.replay.warm as warm_module
 from uniscale_lc import ModelSpec, Router
@@ -20,7 +19,6 @@ from uniscale_lc.errors import ConfigError
 from uniscale_lc.policy import LinUCB
 from uniscale_lc.policy.offline import OfflineRidgeRouter, cv_ridge, ridge_fit
 from uniscale_lc.replay import ReplayConfig, ReplayEnvironment, replay_dataset
-from uniscale_lc.replay.data import OUTCOME_COLUMNS
 from uniscale_lc.replay.fit_cli import add_subparser, recorded_arm_space
 from uniscale_lc.replay.warm import heldout_environment, outcome_records, run_warm_learner, warm_split
 from uniscale_lc.strategies import Single
@@ -48,7 +46,7 @@ def two_arm_space() -> ArmSpace:
 
 def lookup_featurizer(rng: np.random.Generator, prompts: list[str], dim: int = 3):
     table = {prompt: rng.normal(size=dim) / 2 for prompt in prompts}
-    return table, lambda prompt: table[prompt]
+    return table, lambda prompt, tags: table[prompt]  # fit_outcomes passes (prompt, tags)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -250,27 +248,16 @@ N_QUESTIONS = 40
 
 def write_table(directory: Path) -> Path:
     """Maths (even questions): only `big` is right; trivia: both are right and `small` is 100x cheaper."""
-    directory.mkdir(parents=True, exist_ok=True)
-    questions, rows = [], []
+    questions, correct = [], []
     for index in range(N_QUESTIONS):
         maths = index % 2 == 0
-        qid = f"q{index:03d}"
         prompt = (
             f"Compute {index} * 7 + 3 and give the number." if maths else f"Which city is capital {index}?"
         )
-        questions.append({"qid": qid, "prompt": prompt, "gold": "x", "task": "maths" if maths else "trivia"})
-        rows.append([qid, "big", "direct", "0", "a", "1", "100", "50", "1", "0.01"])
-        rows.append([qid, "small", "direct", "0", "a", "0" if maths else "1", "100", "50", "1", "0.0001"])
-    (directory / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
-    price = {"params_b": None, "price_source": "t"}
-    models = {
-        "big": {"input_usd_per_mtok": 50.0, "output_usd_per_mtok": 100.0, **price},
-        "small": {"input_usd_per_mtok": 0.5, "output_usd_per_mtok": 1.0, **price},
-    }
-    (directory / "models.json").write_text(json.dumps(models))
-    with gzip.open(directory / "outcomes.csv.gz", "wt") as handle:
-        handle.write("\n".join([",".join(OUTCOME_COLUMNS)] + [",".join(row) for row in rows]) + "\n")
-    return directory
+        task = "maths" if maths else "trivia"
+        questions.append({"qid": f"q{index:03d}", "prompt": prompt, "gold": "x", "task": task})
+        correct.append((True, not maths))
+    return write_big_small_table(directory, questions, correct)
 
 
 @pytest.fixture(scope="module")

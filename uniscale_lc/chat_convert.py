@@ -21,9 +21,11 @@ from .core.tool_choice import openai_tool_choice
 from .errors import ConfigError
 from .feedback import REQUEST_ID_METADATA_KEY
 from .router import Completion, CompletionChunk, RequestOptions
+from .tags import check_tags
 
 __all__ = [
     "ROUTING_KWARGS",
+    "TAGS_KWARG",
     "ai_message",
     "delta_chunk",
     "last_chunk",
@@ -33,6 +35,8 @@ __all__ = [
     "tool_choice_for_openai",
 ]
 
+# The request's tags (RouterConfig.tag_buckets): a call kwarg or `config["metadata"]`; never sent to a provider.
+TAGS_KWARG = "uniscale_tags"
 # Per-call keyword arguments with a meaning of their own (the rest go to the provider as `extra`).
 _OWN_KWARGS = frozenset(
     {
@@ -46,6 +50,7 @@ _OWN_KWARGS = frozenset(
         "slo_tpot_ms",
         "cost_weight",
         "budget_usd_per_request",
+        TAGS_KWARG,
     }
 )
 # Per-call routing controls also read from `config["configurable"]` (never sent to a provider).
@@ -83,6 +88,7 @@ def request_options(stop: list[str] | None, kwargs: dict[str, Any]) -> RequestOp
         extra=extra or None,
         cost_weight=kwargs.get("cost_weight"),
         budget_usd_per_request=kwargs.get("budget_usd_per_request"),
+        tags=check_tags(kwargs.get(TAGS_KWARG), TAGS_KWARG),
     )
 
 

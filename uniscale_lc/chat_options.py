@@ -14,7 +14,7 @@ from typing import Any
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig
 
-from .chat_convert import ROUTING_KWARGS, request_options
+from .chat_convert import ROUTING_KWARGS, TAGS_KWARG, request_options
 from .errors import ConfigError
 from .feedback import REQUEST_ID_METADATA_KEY
 from .router import RequestOptions
@@ -58,14 +58,18 @@ def per_call_overrides(chat: Any, configured: Sequence[str], config: Any) -> dic
 
 
 def from_config(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The request id from config metadata and the routing controls from `config["configurable"]`
-    (`cost_weight`, `budget_usd_per_request`) as call kwargs; explicit kwargs win."""
+    """The request id and tags from config metadata (`uniscale_request_id`, `uniscale_tags`) and the
+    routing controls from `config["configurable"]` (`cost_weight`, `budget_usd_per_request`) as call
+    kwargs; explicit kwargs win."""
     if not config:
         return kwargs
     found: dict[str, Any] = {}
-    request_id = (config.get("metadata") or {}).get(REQUEST_ID_METADATA_KEY)
+    metadata = config.get("metadata") or {}
+    request_id = metadata.get(REQUEST_ID_METADATA_KEY)
     if request_id is not None:
         found[REQUEST_ID_METADATA_KEY] = str(request_id)
+    if metadata.get(TAGS_KWARG) is not None:
+        found[TAGS_KWARG] = metadata[TAGS_KWARG]  # checked with the other options (request_options)
     configurable = config.get("configurable") or {}
     for name in ROUTING_KWARGS:
         if configurable.get(name) is not None:
@@ -73,8 +77,17 @@ def from_config(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[s
     return {**found, **kwargs} if found else kwargs
 
 
+def _tags_from_run(run_manager: Any, kwargs: dict[str, Any]) -> None:
+    """Tags from the run's metadata when no kwarg gave them (`generate()` and callers that skip `invoke`)."""
+    if kwargs.get(TAGS_KWARG) is None and run_manager is not None:
+        tags = (getattr(run_manager, "metadata", None) or {}).get(TAGS_KWARG)
+        if tags is not None:
+            kwargs[TAGS_KWARG] = tags
+
+
 def _run_keys(run_manager: Any, kwargs: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
-    """(run id, request id, parent run id) of this call."""
+    """(run id, request id, parent run id) of this call; tags the run's metadata gives join `kwargs`."""
+    _tags_from_run(run_manager, kwargs)
     run_id = str(run_manager.run_id) if run_manager is not None else None
     parent = getattr(run_manager, "parent_run_id", None) if run_manager is not None else None
     request_id = kwargs.pop(REQUEST_ID_METADATA_KEY, None)

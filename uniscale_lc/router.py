@@ -41,6 +41,7 @@ from .errors import ConfigError
 from .feedback import FeedbackResult, PendingDecision
 from .store import load_state, save_state
 from .strategies.execute import StrategyResult
+from .tags import check_tags
 from .warm_start import fit_outcomes
 
 __all__ = [
@@ -103,12 +104,14 @@ class Router(RoutingEngine):
         slo_tpot_ms: float | None = None,
         cost_weight: float | None = None,
         budget_usd_per_request: float | None = None,
+        tags: str | Sequence[str] | None = None,
         **provider_options: Any,
     ) -> Completion:
         """Answer `messages` (OpenAI chat format) with the arm the policy picks; see docs/router.md.
 
         `cost_weight` and `budget_usd_per_request` route this request only (never sent to a provider);
-        other unknown keyword arguments go to the provider as they are."""
+        `tags` are what the application knows about it (needs `tag_buckets`; docs/features.md, 'Request
+        tags'); other unknown keyword arguments go to the provider as they are."""
         options = RequestOptions(
             tools,
             tool_choice,
@@ -120,6 +123,7 @@ class Router(RoutingEngine):
             provider_options or None,
             cost_weight,
             budget_usd_per_request,
+            check_tags(tags),
         )
         return await self.arun(as_messages(messages), options, run_id=run_id, request_id=request_id)
 
@@ -142,6 +146,7 @@ class Router(RoutingEngine):
         slo_tpot_ms: float | None = None,
         cost_weight: float | None = None,
         budget_usd_per_request: float | None = None,
+        tags: str | Sequence[str] | None = None,
         **provider_options: Any,
     ) -> AsyncIterator[CompletionChunk]:
         """Token chunks for Single arms (one chunk for other strategies); the last carries the Completion."""
@@ -156,6 +161,7 @@ class Router(RoutingEngine):
             provider_options or None,
             cost_weight,
             budget_usd_per_request,
+            check_tags(tags),
         )
         stream = self.arun_stream(as_messages(messages), options, run_id=run_id, request_id=request_id)
         # aclosing: a caller that stops reading (or is cancelled) closes the inner stream and its connection
@@ -177,13 +183,15 @@ class Router(RoutingEngine):
         tools: list[dict[str, Any]] | None = None,
         model: str | None = None,
         request_id: str | None = None,
+        tags: str | Sequence[str] | None = None,
     ) -> RouteResult:
         """Pick an arm WITHOUT calling any model, for callers that run it themselves.
 
         The decision is kept pending with its predicted cost, so `feedback(decision_id, score)` teaches
         the policy as for any answered request.
         """
-        request = self.prepare(as_messages(messages), RequestOptions(tools=tools, model=model), request_id)
+        options = RequestOptions(tools=tools, model=model, tags=check_tags(tags))
+        request = self.prepare(as_messages(messages), options, request_id)
         decision, arm = self._select(request, request.candidates)
         predicted = request.predicted_cost.get(arm.id, 0.0)
         usage = {**empty_usage(), "cost_usd": predicted}
@@ -239,7 +247,7 @@ class Router(RoutingEngine):
         """Warm start from labelled outcomes (an eval set) before or between live requests; see docs/warm_start.md.
 
         `records`: `LabelledOutcome`s, dicts with prompt / arm_id / quality (and optionally cost_usd,
-        input_tokens, output_tokens, calls) or (prompt, arm_id, quality[, cost_usd]) tuples; or an
+        input_tokens, output_tokens, calls, tags) or (prompt, arm_id, quality[, cost_usd]) tuples; or an
         outcome-table directory, of which the arms this router is configured with are taught. Every record
         is checked first: a bad one raises `ConfigError` and nothing is taught. The policy learns each
         quality as it would learn live feedback; usage teaches the cost model. Returns a summary
@@ -254,11 +262,13 @@ class Router(RoutingEngine):
         if isinstance(records, (str, Path)):
             from .replay.warm import directory_records  # the replay package is only needed for tables
 
-            records = directory_records(records, self._arm_space.ids)
+            records = directory_records(
+                records, self._arm_space.ids, task_tags=self.config.tag_buckets > 0
+            )
         summary = fit_outcomes(
             self._policy,
             self._cost_model,
-            lambda prompt: self.context(as_messages(prompt)),
+            lambda prompt, tags: self.context(as_messages(prompt), tags),
             records,
             progress=progress,
         )
@@ -286,7 +296,9 @@ class Router(RoutingEngine):
             **({"shared_state": self._shared.stats()} if self._shared is not None else {}),
         }
 
-    def explain(self, prompt: str | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    def explain(
+        self, prompt: str | Sequence[Mapping[str, Any]], tags: str | Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
         """How every arm would score for `prompt` now: predicted quality, bonus, cost, penalty, bound.
 
         Sorted best first; nothing is learnt or called.
@@ -296,7 +308,7 @@ class Router(RoutingEngine):
         return explain_rows(
             self._policy,
             self._cost_model,
-            self.context(messages),
+            self.context(messages, check_tags(tags)),
             self._arm_space.ids,
             prompt_tokens,
             self.cost_weight_now(),

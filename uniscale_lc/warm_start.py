@@ -21,10 +21,11 @@ from .errors import ConfigError
 from .policy.base import Decision, check_context
 from .policy.linucb import LinUCB
 from .policy.offline import cv_ridge
+from .tags import check_tags
 
 __all__ = ["FIT_RIDGES", "LabelledOutcome", "check_outcomes", "fit_outcomes", "labelled_split"]
 
-_FIELDS = ("prompt", "arm_id", "quality", "cost_usd", "input_tokens", "output_tokens", "calls")
+_FIELDS = ("prompt", "arm_id", "quality", "cost_usd", "input_tokens", "output_tokens", "calls", "tags")
 _USAGE_FIELDS = ("cost_usd", "input_tokens", "output_tokens", "calls")
 # LinUCB context ridges (prior precision of prompt-feature weights) `fit` chooses from by cross-validation;
 # none below the arm-mean ridge (1), whose prior already sets a fresh arm's bonus to about alpha.
@@ -49,6 +50,8 @@ class LabelledOutcome:
     input_tokens: float | None = None
     output_tokens: float | None = None
     calls: float | None = None
+    # The request's tags, as a live request would pass them (RouterConfig.tag_buckets, uniscale_lc/tags.py).
+    tags: tuple[str, ...] = ()
 
 
 def _as_fields(record: Any, owner: str) -> dict[str, Any]:
@@ -116,7 +119,8 @@ def check_outcomes(records: Iterable[Any], arm_ids: Sequence[str]) -> list[Label
                 f"{owner}: input_tokens and output_tokens go together; give both (to teach the cost model) "
                 "or neither"
             )
-        checked.append(LabelledOutcome(prompt, arm_id, quality, **usage))
+        tags = check_tags(values.get("tags"), f"{owner}.tags")
+        checked.append(LabelledOutcome(prompt, arm_id, quality, **usage, tags=tags))
     if not checked:
         raise ConfigError("records: got none; pass at least one labelled outcome")
     return checked
@@ -125,7 +129,7 @@ def check_outcomes(records: Iterable[Any], arm_ids: Sequence[str]) -> list[Label
 def fit_outcomes(
     policy: Any,
     cost_model: CostModel,
-    featurize: Callable[[str], np.ndarray],
+    featurize: Callable[[str, tuple[str, ...]], np.ndarray],
     records: Iterable[Any],
     *,
     choose_ridge: bool = True,
@@ -133,7 +137,7 @@ def fit_outcomes(
 ) -> dict[str, Any]:
     """Teach `policy` each record's quality and `cost_model` its usage; returns a summary.
 
-    `featurize(prompt)` gives the policy's context, the same one a live request would get. Records are
+    `featurize(prompt, tags)` gives the policy's context, the same one a live request would get. Records are
     validated against the cost model's arm space and every context is computed and checked before the
     first is learnt. The policy's `warm_start` is used when it has one (LinUCB: one exact refresh at the
     end), else one `update` per record. `progress(n)` is called as each block of records has been learnt.
@@ -149,14 +153,15 @@ def fit_outcomes(
     """
     arm_space = cost_model.arm_space
     checked = check_outcomes(records, arm_space.ids)
-    contexts: dict[str, np.ndarray] = {}
+    contexts: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
     context_dim = getattr(policy, "context_dim", None)
     for index, record in enumerate(checked):
-        if record.prompt not in contexts:
-            vector = np.asarray(featurize(record.prompt), dtype=np.float64)
+        key = (record.prompt, record.tags)
+        if key not in contexts:
+            vector = np.asarray(featurize(record.prompt, record.tags), dtype=np.float64)
             if context_dim:
                 vector = check_context(vector, int(context_dim), owner=f"records[{index}] features")
-            contexts[record.prompt] = vector
+            contexts[key] = vector
     ridge_chosen = False
     if choose_ridge and _learnt_nothing(policy) and len(contexts) >= 2 * _CV_FOLDS:
         ridge = _cross_validated_ridge(checked, contexts, arm_space.ids)
@@ -164,7 +169,7 @@ def fit_outcomes(
             policy.context_ridge = ridge
             policy.bind(arm_space, policy.context_dim)  # a policy that learnt nothing loses nothing
         ridge_chosen = True
-    logged = [(contexts[record.prompt], record.arm_id, record.quality) for record in checked]
+    logged = [(contexts[(record.prompt, record.tags)], record.arm_id, record.quality) for record in checked]
     warm_start = getattr(policy, "warm_start", None)
     for start in range(0, len(logged), _PROGRESS_CHUNK):
         chunk = logged[start : start + _PROGRESS_CHUNK]
@@ -204,21 +209,24 @@ def _learnt_nothing(policy: Any) -> bool:
 
 
 def _cross_validated_ridge(
-    checked: Sequence[LabelledOutcome], contexts: Mapping[str, np.ndarray], arm_ids: Sequence[str]
+    checked: Sequence[LabelledOutcome],
+    contexts: Mapping[tuple[str, tuple[str, ...]], np.ndarray],
+    arm_ids: Sequence[str],
 ) -> float:
-    """`FIT_RIDGES`' best by `policy.offline.cv_ridge` on the (prompt x arm) mean-quality matrix."""
-    prompts = list(contexts)
-    row_of = {prompt: row for row, prompt in enumerate(prompts)}
+    """`FIT_RIDGES`' best by `policy.offline.cv_ridge` on the (request x arm) mean-quality matrix."""
+    requests = list(contexts)
+    row_of = {request: row for row, request in enumerate(requests)}
     column_of = {arm_id: column for column, arm_id in enumerate(arm_ids)}
-    sums = np.zeros((len(prompts), len(arm_ids)))
+    sums = np.zeros((len(requests), len(arm_ids)))
     counts = np.zeros_like(sums)
     for record in checked:
-        sums[row_of[record.prompt], column_of[record.arm_id]] += record.quality
-        counts[row_of[record.prompt], column_of[record.arm_id]] += 1
+        row = row_of[(record.prompt, record.tags)]
+        sums[row, column_of[record.arm_id]] += record.quality
+        counts[row, column_of[record.arm_id]] += 1
     taught = counts.sum(axis=0) > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         quality = np.where(counts > 0, sums / counts, np.nan)[:, taught]
-    design = np.array([contexts[prompt] for prompt in prompts])
+    design = np.array([contexts[request] for request in requests])
     ridge, _ = cv_ridge(design, quality, FIT_RIDGES, _CV_FOLDS, seed=0)
     return ridge
 

@@ -24,6 +24,7 @@ from ..feedback import DEFAULT_MAX_PENDING, DEFAULT_TTL_S
 from ..model_spec import ModelSpec
 from ..policy import LinUCB
 from ..strategies.config import BestOfN, MajorityVote, Reflection, Single
+from ..tags import MAX_TAG_BUCKETS
 
 __all__ = [
     "SECRET_FIELDS",
@@ -83,6 +84,13 @@ class RouterConfig(BaseModel):
             "a vote's score also teaches the smaller votes (and Single) of its model whose answer its "
             "samples show was the same (docs/policy.md, 'Side observations'; off by default: it did not pay in "
             "the replay)"
+        ),
+    )
+    tag_buckets: int = Field(
+        default=0,
+        description=(
+            "context features for request tags (`tags=` per request: the app's feature, template or task "
+            "type; docs/features.md, 'Request tags'); 0 = no tags. 64 suits up to a few dozen distinct tags"
         ),
     )
     max_fallbacks: int = Field(default=2, description="other arms tried after a failed one")
@@ -239,6 +247,11 @@ def check_numbers(config: RouterConfig, label: str) -> None:
     """Every numeric and path field, in the order UniScaleChat always checked them."""
     _check_durations(config, label)
     _check_cost(config, label)
+    if not 0 <= config.tag_buckets <= MAX_TAG_BUCKETS:
+        raise ConfigError(
+            f"{label}.tag_buckets: got {config.tag_buckets!r}; use 0 (no request tags) to {MAX_TAG_BUCKETS}, "
+            "e.g. 64 for up to a few dozen distinct tags"
+        )
     _check_call_options(config, label)
     _check_state_path(config, label)
 

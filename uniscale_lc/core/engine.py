@@ -33,6 +33,7 @@ from ..strategies.execute import (
     run_strategy,
     stream_single,
 )
+from ..tags import check_tags, tag_features
 from .config import check_per_call_cost
 from .feedback_path import FeedbackPath, ScoreHook
 from .messages import featurized_text, prompt_text
@@ -252,7 +253,7 @@ class RoutingEngine(FeedbackPath):
             response_format=bool(extra) and extra.get("response_format") is not None,  # type: ignore[union-attr]
             unavailable=self._unavailable,
         )
-        x = self.context(messages)
+        x = self.context(messages, options.tags)
         gate_record: dict[str, Any] | None = None
         if self.config.load_signals is not None:
             slo = options.slo_tpot_ms if options.slo_tpot_ms is not None else self.config.slo_tpot_ms
@@ -302,12 +303,22 @@ class RoutingEngine(FeedbackPath):
             extra=extra or None,
         )
 
-    def context(self, messages: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """The policy's context: prompt features, then live server load when load_signals is set."""
+    def context(self, messages: Sequence[Mapping[str, Any]], tags: Sequence[str] = ()) -> np.ndarray:
+        """The policy's context: prompt features, request tags (tag_buckets), live server load (load_signals)."""
         x = np.asarray(self._featurizer.transform(featurized_text(messages)), dtype=np.float64)
-        if self.config.load_signals is None:
-            return x
-        return np.concatenate([x, np.asarray(self.config.load_signals.context_features(), dtype=np.float64)])
+        buckets = self.config.tag_buckets
+        if tags and not buckets:
+            # The caller's mistake, refused before any arm is called (so nothing is taught).
+            raise ConfigError(
+                f"{self.label}: tags {list(tags)[:3]} were given but tag_buckets is 0, so the policy has no "
+                "features for them; configure tag_buckets=64 (a new policy: the context grows) or drop the tags"
+            )
+        parts = [x]
+        if buckets:
+            parts.append(tag_features(check_tags(list(tags), "tags"), buckets))
+        if self.config.load_signals is not None:
+            parts.append(np.asarray(self.config.load_signals.context_features(), dtype=np.float64))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _slo_gate(
         self, candidates: tuple[str, ...], slo_tpot_ms: float

@@ -80,7 +80,7 @@ class EngineParts:
         self._featurizer = resolve_featurizer(config, label)
         self._policy = resolve_policy(config, label)
         load_dim = check_load_signals(config, label)
-        self._policy.bind(self._arm_space, int(self._featurizer.dim) + load_dim)
+        self._policy.bind(self._arm_space, int(self._featurizer.dim) + config.tag_buckets + load_dim)
         self._cost_model = CostModel(self._arm_space)
         budget = config.budget_usd_per_request
         self._pacer = BudgetPacer(budget) if budget is not None else None

@@ -90,6 +90,8 @@ class RequestOptions:
     # Routing controls for this request only; never sent to a provider.
     cost_weight: float | None = None
     budget_usd_per_request: float | None = None
+    # What the application knows about the request (RouterConfig.tag_buckets; uniscale_lc/tags.py).
+    tags: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass

@@ -46,6 +46,7 @@ from ..core.tool_choice import openai_tool_choice
 from ..errors import ConfigError, FeedbackError
 from ..feedback import REQUEST_ID_METADATA_KEY, FeedbackResult, FeedbackStore
 from ..router import Router
+from ..tags import check_tags
 from .convert import StreamedChat, chat_response, decision_id_of, openai_messages, tool_selections
 
 __all__ = ["UniScaleLLM"]
@@ -55,7 +56,7 @@ _LABEL = "UniScaleLLM"
 # llama-index-llms-openai does with its **kwargs).
 _OWN_KWARGS = frozenset(
     {"tools", "tool_choice", "model", "request_id", REQUEST_ID_METADATA_KEY, "temperature", "max_tokens",
-     "stop", "slo_tpot_ms"}
+     "stop", "slo_tpot_ms", "uniscale_tags"}
 )  # fmt: skip
 
 # Request ids set by `UniScaleLLM.scoped_request_id`, per router (copies of an LLM share theirs).
@@ -402,6 +403,7 @@ def _request_options(kwargs: dict[str, Any]) -> tuple[RequestOptions, str | None
         stop=[stop] if isinstance(stop, str) else list(stop) if stop else None,
         slo_tpot_ms=kwargs.get("slo_tpot_ms"),
         extra=extra or None,
+        tags=check_tags(kwargs.get("uniscale_tags"), f"{_LABEL}.uniscale_tags"),
     )
     return options, None if request_id is None else str(request_id)
 

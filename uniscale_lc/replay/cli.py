@@ -93,6 +93,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="prompt features (default hashing)",
     )
     parser.add_argument(
+        "--tag-buckets",
+        metavar="N",
+        type=int,
+        default=0,
+        help="pass each question's task as a request tag in N hashed features (default 0: no tags)",
+    )
+    parser.add_argument(
         "--learners",
         metavar="NAMES",
         default=None,
@@ -119,6 +126,7 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
         "min_coverage": args.min_coverage,
         "workers": args.workers,
         "featurizer": args.featurizer,
+        "tag_buckets": args.tag_buckets,
     }
     if args.learners is not None:
         changes["learners"] = tuple(name.strip() for name in args.learners.split(",") if name.strip())

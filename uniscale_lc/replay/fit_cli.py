@@ -124,6 +124,14 @@ def add_subparser(subparsers: Any) -> None:
     parser.add_argument(
         "--min-coverage", metavar="F", type=float, default=0.9, help="as for replay (default 0.9)"
     )
+    parser.add_argument(
+        "--tag-buckets",
+        metavar="N",
+        type=int,
+        default=0,
+        help="tag each record with its task, in N hashed features: load the state into a router with "
+        "tag_buckets=N and pass tags= per request (default 0: no tags)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
 
@@ -144,8 +152,11 @@ def run(args: argparse.Namespace) -> int:
         questions: Sequence[int] | np.ndarray = np.arange(outcomes.n_questions)
         if args.questions_fraction is not None and args.questions_fraction < 1.0:
             questions = labelled_split(outcomes.n_questions, args.questions_fraction, WARM_SEED)[0]
-        router = Router(arms=env.arm_space(range(len(outcomes.arms))), label="fit")
-        records = check_outcomes(outcome_records(outcomes, questions), router.arm_space.ids)
+        router = Router(
+            arms=env.arm_space(range(len(outcomes.arms))), tag_buckets=args.tag_buckets, label="fit"
+        )
+        tagged = outcome_records(outcomes, questions, task_tags=args.tag_buckets > 0)
+        records = check_outcomes(tagged, router.arm_space.ids)
         progress = None if args.no_progress else progress_bar(len(records), "fit", "records")
         try:
             summary = router.fit(records, progress=None if progress is None else progress.update)
@@ -165,10 +176,11 @@ def run(args: argparse.Namespace) -> int:
         )
         if value != default
     )
+    tag_option = f", tag_buckets={args.tag_buckets}" if args.tag_buckets else ""
     print(
         f"fitted {len(records)} outcomes of {summary['arms_taught']} arms on {len(questions)} questions of "
         f"{outcomes.dataset} (LinUCB context_ridge {summary['context_ridge']:g}); state written to {args.out}\n"
-        f"load it with: Router(arms=recorded_arm_space({str(args.data_dir)!r}{options}), "
+        f"load it with: Router(arms=recorded_arm_space({str(args.data_dir)!r}{options}){tag_option}, "
         f"state_path={str(args.out)!r})"
     )
     return 0

@@ -267,6 +267,7 @@ def build_report(
             "linucb_per_arm": config.linucb_per_arm,
             "epsilon": config.epsilon,
             "featurizer": env.featurizer_config,
+            "tag_buckets": config.tag_buckets,
         },
         "most_accurate_arm": {
             "arm": outcomes.arm_ids[most_accurate],

@@ -32,6 +32,7 @@ from ..model_spec import ModelSpec
 from ..policy import EpsilonGreedy, LinUCB, UniformRandom
 from ..policy.base import Decision, Policy
 from ..side_observations import same_answer_arms
+from ..tags import MAX_TAG_BUCKETS, tag_features
 from .data import OutcomeTable, load_outcome_table
 from .recorded_arms import DEFAULT_VOTE_LADDER, ArmOutcomes, build_recorded_arms
 
@@ -51,6 +52,7 @@ __all__ = [
     "question_order",
     "run_learner",
     "run_sweep",
+    "task_tag_features",
 ]
 
 # Log-spaced from cost-blind to cost-dominated: with costs divided by the dearest arm's, the cheap end of
@@ -84,6 +86,9 @@ class ReplayConfig:
     max_questions: int | None = None
     feature_dim: int = 64
     featurizer: str = "hashing"  # or "minilm" (the [minilm] extra; docs/features.md)
+    # > 0: each question's recorded task is passed as a request tag (RouterConfig.tag_buckets), as an
+    # application that knows its request types would; tables with one task get none (a constant says nothing).
+    tag_buckets: int = 0
     linucb_alpha: float = 0.3  # the library default (LinUCB)
     linucb_per_arm: bool = True
     linucb_context_ridge: float | None = None  # None: the library default (CONTEXT_RIDGE_RATIO x ridge)
@@ -124,6 +129,10 @@ class ReplayConfig:
             raise ConfigError(
                 f"ReplayConfig.cost_reference: got {self.cost_reference!r}; choose from {list(COST_REFERENCES)}"
             )
+        if not 0 <= self.tag_buckets <= MAX_TAG_BUCKETS:
+            raise ConfigError(
+                f"ReplayConfig.tag_buckets: got {self.tag_buckets}; use 0 (no tags) to {MAX_TAG_BUCKETS}, e.g. 64"
+            )
         if self.workers < 0:
             raise ConfigError(f"ReplayConfig.workers: got {self.workers}; use >= 1, or 0 for one per core")
         # The headline weight is always part of the sweep, so its point lies on every frontier.
@@ -159,6 +168,14 @@ def filter_arms(outcomes: ArmOutcomes, spec: str | None) -> ArmOutcomes:
     return outcomes.select_arms(keep)
 
 
+def task_tag_features(tasks: Sequence[str], buckets: int) -> np.ndarray:
+    """Each question's task as a request tag (`tags.tag_features`), or a zero block when there is one task."""
+    if len(set(tasks)) < 2:
+        return np.zeros((len(tasks), buckets))
+    cache = {task: tag_features((task,), buckets) for task in set(tasks)}
+    return np.array([cache[task] for task in tasks]).reshape(len(tasks), buckets)
+
+
 def _model_spec(table: OutcomeTable, model: str, name: str, price_factor: float = 1.0) -> ModelSpec:
     price = table.models[model]
     return ModelSpec(
@@ -176,7 +193,7 @@ class ReplayEnvironment:
 
     table: OutcomeTable
     outcomes: ArmOutcomes
-    features: np.ndarray  # (n_questions, feature_dim), the live featurizer's output
+    features: np.ndarray  # (n_questions, feature_dim [+ tag_buckets]): the live context, tags included
     prompt_tokens: np.ndarray  # (n_questions,), what the live path estimates before a call
     arm_models: tuple[str, ...]  # model name of each arm column
     reference_cost: np.ndarray  # (n_questions,), the dearest arm's realised cost per question
@@ -201,6 +218,8 @@ class ReplayEnvironment:
         outcomes = filter_arms(outcomes, config.arms).restrict_to_common(config.min_coverage)
         featurizer = make_featurizer(config.featurizer, config.feature_dim)
         features = featurizer.transform_batch(list(outcomes.prompts))
+        if config.tag_buckets:
+            features = np.hstack([features, task_tag_features(outcomes.tasks, config.tag_buckets)])
         prompt_tokens = np.array([estimate_tokens(prompt) for prompt in outcomes.prompts], dtype=np.float64)
         return cls(
             table=table,

@@ -52,18 +52,23 @@ def outcome_records(
     outcomes: ArmOutcomes,
     questions: Sequence[int] | np.ndarray | None = None,
     columns: Sequence[int] | None = None,
+    *,
+    task_tags: bool = False,
 ) -> list[LabelledOutcome]:
     """Full-information records: every arm's recorded outcome (quality, cost, tokens, calls) per question.
 
     Question-major (all arms of a question, then the next), in the order given; arms missing a
-    question are skipped.
+    question are skipped. `task_tags`: each record carries its question's task as its tag, as the replay
+    passes it (`ReplayConfig.tag_buckets`: none when the table has one task).
     """
     rows = np.arange(outcomes.n_questions) if questions is None else np.asarray(questions, dtype=np.int64)
     cols = list(range(len(outcomes.arms))) if columns is None else list(columns)
     ids = [outcomes.arms[column].arm_id for column in cols]
+    tagged = task_tags and len(set(outcomes.tasks)) > 1
     records = []
     for question in rows.tolist():
         prompt = outcomes.prompts[question]
+        tags = (outcomes.tasks[question],) if tagged else ()
         quality = outcomes.quality[question]
         for column, arm_id in zip(cols, ids, strict=True):
             value = quality[column]
@@ -78,16 +83,20 @@ def outcome_records(
                     input_tokens=_maybe(outcomes.input_tokens[question, column]),
                     output_tokens=_maybe(outcomes.output_tokens[question, column]),
                     calls=_maybe(outcomes.calls[question, column]),
+                    tags=tags,
                 )
             )
     return records
 
 
-def directory_records(data_dir: str | Path, arm_ids: Sequence[str]) -> list[LabelledOutcome]:
+def directory_records(
+    data_dir: str | Path, arm_ids: Sequence[str], *, task_tags: bool = False
+) -> list[LabelledOutcome]:
     """Full-information records of an outcome-table directory for the arms among `arm_ids` (`Router.fit`).
 
     The table's arms are rebuilt as the replay rebuilds them (ids `model:method|strategy`); arms of the
     table the router does not have are skipped, and a table sharing no arm with the router is an error.
+    `task_tags`: tag each record with its task (for a router with `tag_buckets`).
     """
     outcomes = build_recorded_arms(load_outcome_table(data_dir))
     wanted = set(arm_ids)
@@ -98,7 +107,7 @@ def directory_records(data_dir: str | Path, arm_ids: Sequence[str]) -> list[Labe
             f"like {list(outcomes.arm_ids)[:3]}, the router's like {list(arm_ids)[:3]}. Build the router "
             "with `recorded_arm_space(DATA_DIR)` (uniscale_lc.replay.fit_cli) to use the table's arms"
         )
-    return outcome_records(outcomes, None, columns)
+    return outcome_records(outcomes, None, columns, task_tags=task_tags)
 
 
 def _maybe(value: float) -> float | None:
@@ -140,7 +149,7 @@ def _fitter(env: ReplayEnvironment, seed: int, labelled: np.ndarray):
         fit_outcomes(
             policy,
             cost_model,
-            lambda prompt: env.features[row_of[prompt]],
+            lambda prompt, tags: env.features[row_of[prompt]],
             outcome_records(env.outcomes, labelled, columns),
         )
         fits[key] = (policy.state_dict(), cost_model.state_dict())

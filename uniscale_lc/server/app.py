@@ -28,11 +28,12 @@ from starlette.routing import Route
 
 from ..errors import FeedbackError
 from .auth import BearerAuthMiddleware
-from .errors import ApiError, from_exception
+from .errors import ApiError, bad_request, from_exception
 from .metrics import ServerMetrics
 from .openai_schema import (
     DECISION_ID_HEADER,
     REQUEST_ID_HEADER,
+    TAGS_PARAM,
     ChatRequest,
     chunk_body,
     completion_body,
@@ -102,6 +103,17 @@ class _Service:
             raise self._too_large()
         return parse_json_object(raw)
 
+    def check_tags(self, tags: tuple[str, ...]) -> None:
+        """Tags sent to a router configured without tag features are the caller's 400 naming the field (the
+        router refuses them too, before any arm runs, but names itself rather than the request's field)."""
+        if tags and getattr(getattr(self.router, "config", None), "tag_buckets", None) == 0:
+            raise bad_request(
+                TAGS_PARAM,
+                f"{TAGS_PARAM}: got tags {list(tags)[:3]}, but the served router has tag_buckets=0, so its policy "
+                "has no features for them; leave the tags out, or serve a Router configured with tag_buckets "
+                "(e.g. 64; a new policy, as its context grows)",
+            )
+
     def _too_large(self) -> ApiError:
         return ApiError(
             413,
@@ -115,6 +127,7 @@ class _Service:
 
     async def chat_completions(self, request: Request) -> Response:
         chat = parse_chat_request(await self.read_json(request), request.headers.get(REQUEST_ID_HEADER))
+        self.check_tags(chat.tags)
         started = time.perf_counter()
         response_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if chat.stream:
@@ -199,8 +212,13 @@ class _Service:
 
     async def route(self, request: Request) -> Response:
         parsed = parse_route_request(await self.read_json(request), request.headers.get(REQUEST_ID_HEADER))
+        self.check_tags(parsed.tags)
         result = await self.router.aroute(
-            parsed.messages, tools=parsed.tools, model=parsed.model, request_id=parsed.request_id
+            parsed.messages,
+            tools=parsed.tools,
+            model=parsed.model,
+            request_id=parsed.request_id,
+            **({"tags": parsed.tags} if parsed.tags else {}),
         )
         body = {
             "decision_id": result.decision_id,

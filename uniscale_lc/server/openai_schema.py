@@ -13,12 +13,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import ConfigError
+from ..tags import check_tags
 from .errors import ApiError, bad_request
 
 ROUTER_MODEL = "uniscale"
 REQUEST_ID_HEADER = "x-uniscale-request-id"
 DECISION_ID_HEADER = "x-uniscale-decision-id"
 REQUEST_ID_METADATA_KEY = "uniscale_request_id"
+TAGS_METADATA_KEY = "uniscale_tags"
+TAGS_PARAM = f"metadata.{TAGS_METADATA_KEY}"
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 # Sent on to the provider as they are; the router has no opinion on them.
@@ -80,9 +84,10 @@ class ChatRequest:
     include_usage: bool = False
     request_id: str | None = None
     provider_options: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()  # metadata.uniscale_tags (RouterConfig.tag_buckets)
 
     def router_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `Router.acomplete` / `astream`."""
+        """Keyword arguments for `Router.acomplete` / `astream` (`tags` only when some were sent)."""
         return {
             "tools": self.tools,
             "tool_choice": self.tool_choice,
@@ -91,6 +96,7 @@ class ChatRequest:
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
             "stop": self.stop,
+            **({"tags": self.tags} if self.tags else {}),
             **self.provider_options,
         }
 
@@ -286,6 +292,38 @@ def request_id_from(body: Mapping[str, Any], header_value: str | None) -> str | 
     return header_value or from_body
 
 
+def tags_from(body: Mapping[str, Any]) -> tuple[str, ...]:
+    """The request's tags from `metadata.uniscale_tags`: a JSON list of strings, or (OpenAI's metadata values
+    being strings) one string, either comma-separated tags (`"billing,refunds"`) or a JSON list in a string."""
+    metadata = body.get("metadata")
+    value = metadata.get(TAGS_METADATA_KEY) if isinstance(metadata, dict) else None  # see request_id_from
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise bad_request(
+                    TAGS_PARAM,
+                    f"{TAGS_PARAM}: got {value!r:.80}, which starts as a JSON list but is not one; send a "
+                    'JSON list of strings such as ["billing"] or comma-separated tags such as "billing,refunds"',
+                ) from None
+        else:
+            parts = [part for part in text.split(",") if part.strip()]
+            if not parts:
+                raise bad_request(
+                    TAGS_PARAM,
+                    f"{TAGS_PARAM}: got {value!r:.80}, which holds no tag; send one, or leave it out",
+                )
+            value = parts
+    try:
+        return check_tags(value, TAGS_PARAM)
+    except ConfigError as error:
+        raise bad_request(TAGS_PARAM, str(error)) from None
+
+
 def _stream_options(body: Mapping[str, Any], stream: bool) -> bool:
     options = body.get("stream_options")
     if options is None:
@@ -339,6 +377,7 @@ def parse_chat_request(body: Mapping[str, Any], request_id_header: str | None = 
         include_usage=_stream_options(body, stream),
         request_id=request_id_from(body, request_id_header),
         provider_options={name: body[name] for name in _FORWARDED if body.get(name) is not None},
+        tags=tags_from(body),
     )
 
 
@@ -378,17 +417,19 @@ class RouteRequest:
     tools: list[dict[str, Any]] | None
     model: str | None
     request_id: str | None
+    tags: tuple[str, ...] = ()
 
 
 def parse_route_request(body: Mapping[str, Any], request_id_header: str | None = None) -> RouteRequest:
-    """A /v1/route body: the chat-completions body's messages, tools, model and request id (the rest is ignored:
-    the caller runs the model itself)."""
+    """A /v1/route body: the chat-completions body's messages, tools, model, request id and tags (the rest is
+    ignored: the caller runs the model itself)."""
     tools = parse_tools(body.get("tools"))
     return RouteRequest(
         messages=parse_messages(body.get("messages")),
         tools=tools,
         model=_model(body.get("model")),
         request_id=request_id_from(body, request_id_header),
+        tags=tags_from(body),
     )
 
 
@@ -549,6 +590,8 @@ __all__ = [
     "DECISION_ID_HEADER",
     "REQUEST_ID_HEADER",
     "ROUTER_MODEL",
+    "TAGS_METADATA_KEY",
+    "TAGS_PARAM",
     "ApiError",
     "ChatRequest",
     "FeedbackRequest",
@@ -565,5 +608,6 @@ __all__ = [
     "parse_messages",
     "parse_route_request",
     "sse_event",
+    "tags_from",
     "tool_call_deltas",
 ]
