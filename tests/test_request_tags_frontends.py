@@ -391,3 +391,27 @@ def test_llama_index_bad_tags_and_tags_without_tag_buckets_call_nothing(
         untagged.complete("q", uniscale_tags="billing")
     assert _requests(server) == 0
     assert len(llm.pending_decisions) == 0 and len(untagged.pending_decisions) == 0
+
+
+def _tag_records() -> list[dict[str, Any]]:
+    """alpha is right under 'billing', beta under 'refunds'; the prompts say nothing of it."""
+    return [
+        {"prompt": f"ticket {i}", "arm_id": f"{arm}|single", "quality": float(arm == best), "tags": [tag]}
+        for i in range(30)
+        for tag, best in (("billing", "alpha"), ("refunds", "beta"))
+        for arm in MODELS
+    ]
+
+
+def test_explain_on_both_front_ends_scores_with_the_tags(
+    server: OpenAIServer, make_llm: Callable[..., Any]
+) -> None:
+    chat, llm = _chat(server, tag_buckets=BUCKETS), make_llm(tag_buckets=BUCKETS)
+    for front_end in (chat, llm):
+        front_end.core.fit(_tag_records())
+        assert front_end.explain("ticket 7", uniscale_tags="billing")[0]["arm"] == "alpha|single"
+        assert front_end.explain("ticket 7", uniscale_tags=["refunds"])[0]["arm"] == "beta|single"
+    with pytest.raises(ConfigError, match="tag_buckets is 0"):
+        _chat(server).explain("ticket 7", uniscale_tags="billing")
+    assert _requests(server) == 0
+    chat.close()

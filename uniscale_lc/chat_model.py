@@ -381,10 +381,12 @@ class UniScaleChat(BaseChatModel, RouterConfig):
         """Per-arm pulls, failures, feedback count, mean quality, mean reward and total cost."""
         return self.core.stats()
 
-    def explain(self, prompt: str | Sequence[BaseMessage]) -> list[dict[str, Any]]:
-        """How every arm would score for `prompt` now (best first); nothing is learnt or called."""
+    def explain(
+        self, prompt: str | Sequence[BaseMessage], uniscale_tags: str | Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """How every arm would score for `prompt` (with those tags) now, best first; nothing is learnt or called."""
         messages: list[BaseMessage] = [HumanMessage(prompt)] if isinstance(prompt, str) else list(prompt)
-        return self.core.explain(openai_messages(messages))
+        return self.core.explain(openai_messages(messages), tags=uniscale_tags)
 
     def close(self) -> None:
         """Save what autosave has pending and stop its thread (also done at interpreter exit)."""

@@ -360,11 +360,13 @@ class UniScaleLLM(FunctionCallingLLM):
         """Per-arm pulls, failures, feedback count, mean quality, mean reward and total cost."""
         return self.core.stats()
 
-    def explain(self, prompt: str | Sequence[ChatMessage]) -> list[dict[str, Any]]:
-        """How every arm would score for `prompt` now (best first); nothing is learnt or called."""
+    def explain(
+        self, prompt: str | Sequence[ChatMessage], uniscale_tags: str | Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """How every arm would score for `prompt` (with those tags) now, best first; nothing is learnt or called."""
         if isinstance(prompt, str):
-            return self.core.explain(prompt)
-        return self.core.explain(openai_messages(prompt, f"{_LABEL}.explain"))
+            return self.core.explain(prompt, tags=uniscale_tags)
+        return self.core.explain(openai_messages(prompt, f"{_LABEL}.explain"), tags=uniscale_tags)
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write policy, cost model, pending decisions, pacer and stats atomically (default: state_path)."""
