@@ -39,7 +39,9 @@ def test_tts_comparison_is_void_when_tts_only_is_uniscale_itself() -> None:
     assert "does not apply" in row and row.endswith("| yes |")
     # The other two halves of the aim still count.
     assert _aim_one(_report(uniscale=0.78, routing=0.78, tts=0.78, tts_arms=2, all_arms=2)).endswith("| no |")
-    assert _aim_one(_report(uniscale=0.785, routing=0.78, tts=0.785, tts_arms=2, all_arms=2)).endswith("| no |")
+    assert _aim_one(_report(uniscale=0.785, routing=0.78, tts=0.785, tts_arms=2, all_arms=2)).endswith(
+        "| no |"
+    )
 
 
 def test_aim_five_row_sets_the_learners_last_quarter_beside_the_arms() -> None:
@@ -54,3 +56,18 @@ def test_aim_five_row_sets_the_learners_last_quarter_beside_the_arms() -> None:
     (row,) = [line for line in rows if line.startswith("| 5. data")]
     assert "44.0%; last-quarter accuracy 0.614 vs that arm's 0.651 on the same questions" in row
     assert row.endswith("| no |")
+
+
+def test_aim_three_rows_set_the_per_subject_router_beside_the_learners() -> None:
+    learners = {
+        "uniscale": {"cost_reduction_at_95pct_strong": 0.32},
+        "uniscale_warm": {"cost_reduction_at_95pct_strong": 0.61},
+        "random": {"cost_reduction_at_95pct_strong": 0.30},
+    }
+    mmlu = {"n_questions": 100, "two_model": {"learners": learners}}
+    bound = {"task_router_hindsight": 0.47, "task_router_heldout": None, "question_oracle": 0.86}
+    rows = load_script("make_results").aims({}, mmlu, None, None, bound)
+    zero, warm = [line for line in rows if line.startswith("| 3. MMLU")]
+    assert "32.0% (random: 30.0%; a per-subject router: 47.0% in hindsight, not reached ranked on" in zero
+    assert zero.endswith("| no |") and warm.endswith("| yes |")  # the reference decides nothing
+    assert "per-subject" not in "".join(load_script("make_results").aims({}, mmlu, None))
