@@ -239,9 +239,18 @@ def test_demo_plot_is_written_when_matplotlib_is_installed(demo_report: DemoRepo
 @pytest.mark.timeout(120)
 def test_demo_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--requests", "12", "--seed", "3", "--no-progress"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "simulated requests" not in err  # --no-progress: no progress at all
     assert "SIMULATED model pool" in out and "sim-large|majority_vote(n=5)" in out
     assert main(["--requests", "1", "--no-progress"]) == 2
+
+
+@pytest.mark.timeout(120)
+def test_demo_progress_is_plain_lines_when_stderr_is_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--requests", "12", "--seed", "3"]) == 0  # capsys' stderr is no terminal
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert "simulated requests: 84/84 req (100%)" in err  # 12 x (UniScale + 6 fixed arms), closing line
 
 
 def test_demo_subcommand_registers_on_a_parser() -> None:

@@ -11,7 +11,7 @@ import pytest
 from test_replay_runner import write_two_task_table
 
 import uniscale_lc.replay.cli as cli_module
-from uniscale_lc.progress import LineProgress
+from uniscale_lc.progress import LineProgress, progress_bar
 from uniscale_lc.replay import ReplayConfig, replay_dataset
 from uniscale_lc.replay.cli import add_subparser, run
 from uniscale_lc.replay.metrics import arm_share, last_fraction_mean, steps_until_ahead, task_best_arms
@@ -84,6 +84,21 @@ def test_line_progress_prints_lines_not_carriage_returns() -> None:
     bar.close()
     lines = stream.getvalue().splitlines()
     assert lines[-1].startswith("replay toy: 4/4 run (100%)") and "\r" not in stream.getvalue()
+
+
+def test_line_progress_names_the_phase_and_a_disabled_bar_prints_nothing(capsys) -> None:
+    stream = io.StringIO()
+    bar = LineProgress(2, "demo", "req", interval_s=0.0, stream=stream)
+    bar.update(1)
+    bar.set_postfix_str("fixed arm big|single")
+    bar.update(1)
+    lines = stream.getvalue().splitlines()
+    assert not lines[0].endswith("big|single") and lines[1].endswith(", fixed arm big|single")
+    silent = progress_bar(5, "demo", "req", enabled=False)
+    silent.update(5)
+    silent.set_postfix_str("x")
+    silent.close()
+    assert capsys.readouterr() == ("", "")
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -13,7 +13,7 @@ __all__ = ["LineProgress", "progress_bar"]
 
 
 class LineProgress:
-    """tqdm's `update`/`close` interface, printing `desc: done/total (pct) elapsed` every `interval_s`."""
+    """tqdm's `update`/`set_postfix_str`/`close` interface, printing `desc: done/total (pct) elapsed` every `interval_s`."""
 
     def __init__(
         self, total: int, desc: str, unit: str = "it", *, interval_s: float = 5.0, stream: TextIO | None = None
@@ -21,7 +21,12 @@ class LineProgress:
         self.total, self.desc, self.unit, self.interval_s = total, desc, unit, interval_s
         self.stream = stream if stream is not None else sys.stderr
         self.done = 0
+        self.postfix = ""
         self._started = self._last = time.monotonic()
+
+    def set_postfix_str(self, text: str) -> None:
+        """The current phase (tqdm's name for it), printed after the count."""
+        self.postfix = text
 
     def update(self, count: int = 1) -> None:
         self.done += count
@@ -32,8 +37,9 @@ class LineProgress:
 
     def _print(self, now: float) -> None:
         share = f" ({self.done / self.total:.0%})" if self.total else ""
+        phase = f", {self.postfix}" if self.postfix else ""
         print(
-            f"{self.desc}: {self.done}/{self.total} {self.unit}{share}, {now - self._started:.0f} s",
+            f"{self.desc}: {self.done}/{self.total} {self.unit}{share}, {now - self._started:.0f} s{phase}",
             file=self.stream,
             flush=True,
         )
@@ -42,8 +48,22 @@ class LineProgress:
         self._print(time.monotonic())
 
 
-def progress_bar(total: int, desc: str, unit: str = "it", *, interval_s: float = 5.0) -> Any:
-    """A tqdm bar when stderr is a terminal, else a `LineProgress`."""
+class _Silent:
+    """The interface with nothing printed (progress turned off)."""
+
+    def update(self, count: int = 1) -> None: ...
+
+    def set_postfix_str(self, text: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def progress_bar(
+    total: int, desc: str, unit: str = "it", *, interval_s: float = 5.0, enabled: bool = True
+) -> Any:
+    """A tqdm bar when stderr is a terminal, else a `LineProgress`; nothing at all when not `enabled`."""
+    if not enabled:
+        return _Silent()
     if sys.stderr.isatty():
         from tqdm import tqdm
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..progress import progress_bar
 from ..strategies.aggregate import extract_number
 from .pool import SIMULATED_NOTICE, SimulatedPool
 from .problems import Problem, generate_problems
@@ -344,8 +345,6 @@ def _strategies() -> list[Any]:
 
 
 async def _run_all(requests: int, seed: int, show_progress: bool, plot_path: str | None) -> DemoReport:
-    from tqdm.auto import tqdm
-
     from ..chat_model import UniScaleChat
     from ..features import HashingFeaturizer
     from ..policy import FixedArm, LinUCB
@@ -365,7 +364,7 @@ async def _run_all(requests: int, seed: int, show_progress: bool, plot_path: str
         )
         arm_ids = list(chat.arm_space.ids)
         total = requests * (1 + len(arm_ids))
-        bar = tqdm(total=total, desc="simulated requests", unit="req", disable=not show_progress, leave=False)
+        bar = progress_bar(total, "simulated requests", "req", enabled=show_progress)
         try:
             bar.set_postfix_str("UniScale learning")
             pool.new_run()
