@@ -71,3 +71,11 @@ def test_aim_three_rows_set_the_per_subject_router_beside_the_learners() -> None
     assert "32.0% (random: 30.0%; a per-subject router: 47.0% in hindsight, not reached ranked on" in zero
     assert zero.endswith("| no |") and warm.endswith("| yes |")  # the reference decides nothing
     assert "per-subject" not in "".join(load_script("make_results").aims({}, mmlu, None))
+
+
+def test_aim_rows_give_the_learners_seed_spread() -> None:
+    report = _report(uniscale=0.80, routing=0.78, tts=0.79, tts_arms=3, all_arms=5)
+    report["policies"]["uniscale"]["aiq_std"] = 0.004
+    assert "| 0.8000 ± 0.0040 vs best fixed 0.7900" in _aim_one(report)
+    report["policies"]["uniscale"]["aiq_std"] = 0.0  # one seed: no spread to show
+    assert "| 0.8000 vs best fixed 0.7900" in _aim_one(report)
