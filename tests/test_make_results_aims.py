@@ -79,3 +79,17 @@ def test_aim_rows_give_the_learners_seed_spread() -> None:
     assert "| 0.8000 ± 0.0040 vs best fixed 0.7900" in _aim_one(report)
     report["policies"]["uniscale"]["aiq_std"] = 0.0  # one seed: no spread to show
     assert "| 0.8000 vs best fixed 0.7900" in _aim_one(report)
+
+
+def test_aim_two_row_sets_the_labelled_choice_beside_the_hindsight_one() -> None:
+    report = _report(uniscale=0.80, routing=0.78, tts=0.79, tts_arms=3, all_arms=5)
+    report["policies"].update(
+        uniscale_warm={"aiq": 0.955, "aiq_std": 0.002},
+        offline_router={"aiq": 0.958},
+        best_fixed_arm_heldout={"aiq": 0.962},
+        best_fixed_arm_labelled={"aiq": 0.952},
+    )
+    rows = load_script("make_results").aims({"data": report}, None, None)
+    (row,) = [line for line in rows if line.startswith("| 2. data")]
+    assert "0.9550 ± 0.0020 vs 0.9620 and 0.9580 (the arm best on the labelled 30%: 0.9520)" in row
+    assert row.endswith("| no |")  # the aim's bar stays the held-out hindsight pick

@@ -37,7 +37,7 @@ from .runner import (
     hindsight_choice,
     run_sweep,
 )
-from .warm import WARM_LEARNERS, heldout_environment
+from .warm import WARM_LEARNERS, heldout_environment, labelled_environment
 
 __all__ = ["POLICY_KEYS", "build_report", "format_table", "replay_dataset", "two_model_summary"]
 
@@ -51,6 +51,7 @@ POLICY_KEYS: tuple[str, ...] = (
     "offline_router",
     "best_fixed_arm",
     "best_fixed_arm_heldout",
+    "best_fixed_arm_labelled",
     "oracle",
 )
 REPORT_VERSION = 1
@@ -74,12 +75,17 @@ def _reward_matrix(env: ReplayEnvironment, cost_weight: float) -> np.ndarray:
 
 
 def _hindsight_frontier(
-    env: ReplayEnvironment, weights: Sequence[float], per_question: bool
+    env: ReplayEnvironment,
+    weights: Sequence[float],
+    per_question: bool,
+    chosen_on: ReplayEnvironment | None = None,
 ) -> list[dict[str, Any]]:
+    """Per weight, the arm(s) best in hindsight, scored on `env`. `chosen_on`: pick the fixed arm on these
+    questions instead (the same arms, other questions) and score it on `env`'s."""
     rows = np.arange(env.n_questions)
     frontier = []
     for weight in weights:
-        choice = hindsight_choice(env, weight, per_question)
+        choice = hindsight_choice(env if chosen_on is None else chosen_on, weight, per_question)
         if per_question:
             quality = env.outcomes.quality[rows, choice]
             cost = env.outcomes.cost_usd[rows, choice]
@@ -149,8 +155,13 @@ def build_report(
     frontiers["oracle"] = _hindsight_frontier(env, config.cost_weights, per_question=True)
     if any(learner in WARM_LEARNERS for learner in config.learners):
         # The warm learners are scored on the held-out questions only: so is their fixed-arm comparator.
-        frontiers["best_fixed_arm_heldout"] = _hindsight_frontier(
-            heldout_environment(env), config.cost_weights, per_question=False
+        heldout = heldout_environment(env)
+        frontiers["best_fixed_arm_heldout"] = _hindsight_frontier(heldout, config.cost_weights, per_question=False)
+        # What a user without a router deploys after an eval: the arm best on the labelled part. The held-out
+        # comparator above picks among every arm on the very questions it is scored on, so where many arms
+        # are near-tied it is an optimistic bar (winner's curse); this one is not.
+        frontiers["best_fixed_arm_labelled"] = _hindsight_frontier(
+            heldout, config.cost_weights, per_question=False, chosen_on=labelled_environment(env)
         )
 
     # One cost range for every policy of this dataset, so their AIQs compare (RouterBench).
@@ -245,7 +256,7 @@ def build_report(
             }
             if key == "tts_only":
                 entry["model"] = env.tts_model()
-        elif key in ("best_fixed_arm", "best_fixed_arm_heldout"):
+        elif key in ("best_fixed_arm", "best_fixed_arm_heldout", "best_fixed_arm_labelled"):
             entry["arm"] = headline["arm"]
         policies[key] = entry
 

@@ -5,7 +5,8 @@ and learner. `uniscale_warm` is the library's LinUCB and cost model, fitted on t
 full information (every arm's recorded outcome) through `warm_start.fit_outcomes` (what `Router.fit` calls),
 then learning online with bandit feedback on the held-out questions in the seed's order.
 `offline_router` is `OfflineRidgeRouter` fitted on the same questions and never updated. Both are scored
-only on the held-out questions; `best_fixed_arm_heldout` (report.py) is the fixed-arm comparator there.
+only on the held-out questions; `best_fixed_arm_heldout` (report.py) is the fixed-arm comparator there, and
+`best_fixed_arm_labelled` the arm a user would deploy from the labelled part alone (best there, scored there).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "WARM_SEED",
     "directory_records",
     "heldout_environment",
+    "labelled_environment",
     "outcome_records",
     "run_warm_learner",
     "warm_split",
@@ -116,13 +118,21 @@ def _maybe(value: float) -> float | None:
 
 def heldout_environment(env: ReplayEnvironment) -> ReplayEnvironment:
     """The environment restricted to the held-out questions (what the warm learners are scored on)."""
-    _, heldout = warm_split(env)
+    return _restricted(env, warm_split(env)[1])
+
+
+def labelled_environment(env: ReplayEnvironment) -> ReplayEnvironment:
+    """The environment restricted to the labelled questions (what the warm learners are fitted on)."""
+    return _restricted(env, warm_split(env)[0])
+
+
+def _restricted(env: ReplayEnvironment, questions: np.ndarray) -> ReplayEnvironment:
     return replace(
         env,
-        outcomes=env.outcomes.select_questions(heldout),
-        features=env.features[heldout],
-        prompt_tokens=env.prompt_tokens[heldout],
-        reference_cost=env.reference_cost[heldout],
+        outcomes=env.outcomes.select_questions(questions),
+        features=env.features[questions],
+        prompt_tokens=env.prompt_tokens[questions],
+        reference_cost=env.reference_cost[questions],
     )
 
 
