@@ -118,3 +118,12 @@ def test_an_unwritable_output_path_fails_before_the_replay(
     assert f"{flag}: " in capsys.readouterr().err
     assert run(_parse([str(tmp_path), flag, str(tmp_path)])) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_every_reported_row_has_its_own_plot_style() -> None:
+    from uniscale_lc.replay import POLICY_KEYS
+    from uniscale_lc.replay.plots import _STYLE
+
+    assert set(POLICY_KEYS) <= set(_STYLE), "a row without a style is drawn in the fallback brown"
+    colours = [_STYLE[key][0] for key in POLICY_KEYS]
+    assert len(set(colours)) == len(colours), "two rows of one plot share a colour"

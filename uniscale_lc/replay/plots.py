@@ -17,6 +17,11 @@ _STYLE = {
     "random": ("tab:gray", "x", ":"),
     "best_fixed_arm": ("black", "D", "--"),
     "oracle": ("tab:orange", "*", ":"),
+    # Scored on the held-out 70 % (replay/warm.py): their own colours, so no two rows look alike.
+    "uniscale_warm": ("tab:pink", "P", "-"),
+    "offline_router": ("tab:olive", "h", "-."),
+    "best_fixed_arm_heldout": ("tab:cyan", "d", "--"),
+    "best_fixed_arm_labelled": ("tab:brown", "<", ":"),
 }
 
 
