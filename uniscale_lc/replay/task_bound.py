@@ -100,7 +100,7 @@ def task_router_bounds(env: ReplayEnvironment) -> dict[str, float | None]:
     n_tasks = int(table.task.max()) + 1
     labelled, heldout = warm_split(env)
     scored = table.select(heldout)
-    # The oracle moves first the questions the weak arm answers at least as well, cheapest saving last.
+    # The oracle moves first the questions the weak arm answers at least as well (quality difference <= 0).
     oracle_rank = table.strong_quality - table.weak_quality
     return {
         "task_router_hindsight": cost_reduction(table, task_advantage(table, n_tasks)[table.task]),
