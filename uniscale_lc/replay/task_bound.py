@@ -55,24 +55,22 @@ def two_model_table(env: ReplayEnvironment) -> TwoModelTable:
             f"{outcomes.dataset}: the more accurate arm is not the dearer one, so always calling it is best "
             "and a cost reduction at 95% of it does not apply"
         )
-    names = sorted(set(outcomes.tasks))
-    position = {name: index for index, name in enumerate(names)}
+    _, task = np.unique(np.asarray(outcomes.tasks, dtype=object), return_inverse=True)
     return TwoModelTable(
         outcomes.quality[:, strong],
         outcomes.quality[:, weak],
         outcomes.cost_usd[:, strong],
         outcomes.cost_usd[:, weak],
-        np.array([position[name] for name in outcomes.tasks], dtype=np.int64),
+        task.astype(np.int64),
     )
 
 
 def task_advantage(table: TwoModelTable, n_tasks: int) -> np.ndarray:
     """Each task's mean strong-minus-weak quality; a task with no question ranks last (kept on the strong)."""
-    advantage = np.full(n_tasks, np.inf)
-    for task in np.unique(table.task):
-        mask = table.task == task
-        advantage[task] = float(np.mean(table.strong_quality[mask] - table.weak_quality[mask]))
-    return advantage
+    counts = np.bincount(table.task, minlength=n_tasks)
+    totals = np.bincount(table.task, weights=table.strong_quality - table.weak_quality, minlength=n_tasks)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, totals / counts, np.inf)
 
 
 def cost_reduction(table: TwoModelTable, question_rank: np.ndarray) -> float | None:
