@@ -6,6 +6,11 @@ Aim (issue 4): under 3 minutes on 2 cores. Run it on an otherwise idle machine; 
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_replay.py                 # ../shared/data/gsm8k
     OPENBLAS_NUM_THREADS=1 taskset -c 0,1 python benchmarks/bench_replay.py  # pin to 2 cores
     python benchmarks/bench_replay.py --quick                                # 1 seed, 200 questions
+    env -u OPENBLAS_NUM_THREADS python benchmarks/bench_replay.py --seeds 1 --compare-blas
+
+--compare-blas also times the same sweep without the replay's one-BLAS-thread limit (replay/threads.py),
+the behaviour before it, and prints the ratio; run it without OPENBLAS_NUM_THREADS in the environment
+(the Makefile sets it to 1, which would make both runs single-threaded).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--compare-blas", action="store_true", help="also time the sweep without the BLAS limit")
     args = parser.parse_args(argv)
     config = ReplayConfig(
         seeds=1 if args.quick else args.seeds, workers=args.workers, max_questions=200 if args.quick else None
@@ -47,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     loaded = time.perf_counter()
     traces = run_sweep(env, config)
     swept = time.perf_counter()
+    sweep_cpu = _cpu_seconds() - cpu_started
     report = build_report(env, config, traces)
     finished = time.perf_counter()
     steps = sum(len(trace.order) for trace in traces.values())
@@ -63,7 +70,32 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"load average at the end: {os.getloadavg()[0]:.2f} (other processes on the machine slow the wall time)"
     )
+    if args.compare_blas:
+        _compare_blas(env, config, swept - loaded, sweep_cpu)
     return 0
+
+
+def _compare_blas(env: ReplayEnvironment, config: ReplayConfig, limited_wall: float, limited_cpu: float) -> None:
+    """The same sweep with the BLAS libraries left at their own thread count (the baseline)."""
+    import contextlib
+
+    from uniscale_lc.replay import runner
+
+    if os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS"):
+        print("note: OPENBLAS_NUM_THREADS / OMP_NUM_THREADS is set, so the baseline is limited as well")
+    limit = runner.one_blas_thread
+    runner.one_blas_thread = contextlib.nullcontext  # type: ignore[assignment]
+    try:
+        started, cpu_started = time.perf_counter(), _cpu_seconds()
+        run_sweep(env, config)
+        wall, cpu = time.perf_counter() - started, _cpu_seconds() - cpu_started
+    finally:
+        runner.one_blas_thread = limit
+    print(
+        f"sweep without the BLAS limit (baseline): wall {wall:.1f} s, CPU {cpu:.1f} s; with it: wall "
+        f"{limited_wall:.1f} s, CPU {limited_cpu:.1f} s; ratio {wall / limited_wall:.2f}x wall, "
+        f"{cpu / max(limited_cpu, 1e-9):.2f}x CPU"
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,46 @@ def test_an_unwritable_output_path_fails_before_the_replay(
     assert f"{flag}: " in capsys.readouterr().err
     assert run(_parse([str(tmp_path), flag, str(tmp_path)])) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, which refuses new files")
+def test_a_path_the_kernel_refuses_fails_before_the_replay(tmp_path: Path, monkeypatch, capsys) -> None:
+    # Root passes permission checks, but /proc takes no new file: only trying to write finds that out.
+    monkeypatch.setattr(cli_module, "replay_dataset", lambda *a, **k: pytest.fail("replay ran"))
+    assert run(_parse([str(tmp_path), "--json", "/proc/uniscale-report.json"])) == 2
+    assert "--json: cannot write /proc/uniscale-report.json" in capsys.readouterr().err
+
+
+def test_the_output_check_leaves_no_file_behind_and_keeps_an_existing_one(tmp_path: Path) -> None:
+    fresh = tmp_path / "new" / "deeper" / "report.json"
+    cli_module.check_output_path(fresh, "--json")
+    assert not fresh.exists() and fresh.parent.is_dir()
+    kept = tmp_path / "old.json"
+    kept.write_text("earlier report")
+    cli_module.check_output_path(kept, "--json")
+    assert kept.read_text() == "earlier report"
+
+
+def test_a_missing_matplotlib_fails_before_the_replay(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    monkeypatch.setattr(cli_module, "replay_dataset", lambda *a, **k: pytest.fail("replay ran"))
+    assert run(_parse([str(tmp_path), "--plot", str(tmp_path / "out.png")])) == 2
+    assert "matplotlib is not installed" in capsys.readouterr().err
+
+
+def test_a_write_that_fails_after_the_replay_is_a_clean_error(tmp_path: Path, monkeypatch, capsys) -> None:
+    target = tmp_path / "report.json"
+    monkeypatch.setattr(cli_module, "replay_dataset", lambda *a, **k: {"stub": True})
+    monkeypatch.setattr(cli_module, "format_table", lambda report: "the table")
+
+    def refuse(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", refuse)
+    assert run(_parse([str(tmp_path), "--json", str(target)])) == 2
+    captured = capsys.readouterr()
+    assert "the table" in captured.out  # the results were printed before the write failed
+    assert "--json: cannot write" in captured.err and "No space left on device" in captured.err
 
 
 def test_every_reported_row_has_its_own_plot_style() -> None:

@@ -332,3 +332,19 @@ def test_shared_datasets_replay_small(shared_data_dir: Path) -> None:
         assert report["policies"]["oracle"]["accuracy"] >= report["policies"]["best_fixed_arm"]["accuracy"]
         if name == "routellm_mmlu":
             assert report["two_model"]["strong_arm"].startswith("gpt-4-1106-preview")
+
+
+def test_a_sweep_runs_on_one_blas_thread_and_restores_the_setting_after(toy_env: ReplayEnvironment) -> None:
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("numpy is linked to no BLAS that threadpoolctl can see")
+    seen: list[list[int]] = []
+    config = ReplayConfig(seeds=1, cost_weights=(0.0,), learners=("uniscale",), workers=1, vote_ladder=(3,))
+    run_sweep(toy_env, config, progress=lambda done: seen.append(blas_threads()))
+    assert seen and all(threads == [1] * len(before) for threads in seen)
+    assert blas_threads() == before

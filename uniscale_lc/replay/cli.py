@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, UniScaleError
+from ..errors import UniScaleError
+from .output_path import check_output_path
 from .report import format_table, replay_dataset
 from .runner import DEFAULT_COST_WEIGHT, DRIFT_SCENARIOS, LEARNERS, ReplayConfig
 
@@ -143,14 +143,21 @@ def run(args: argparse.Namespace) -> int:
         for flag, path in (("--json", args.json), ("--plot", args.plot)):
             if path is not None:
                 check_output_path(path, flag)
+        if args.plot is not None:
+            from .plots import _pyplot
+
+            _pyplot()  # matplotlib missing: say so now, not after the replay
         report = replay_dataset(args.data_dir, config, progress=not args.no_progress)
     except (UniScaleError, ValueError) as error:
         print(f"uniscale-lc replay: {error}", file=sys.stderr)
         return 2
     print(format_table(report))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        try:
+            args.json.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        except OSError as error:  # the path was writable when checked; say why it no longer is
+            print(f"uniscale-lc replay: --json: cannot write {args.json}: {error.strerror}", file=sys.stderr)
+            return 2
         print(f"report written to {args.json}")
     if args.plot is not None:
         try:
@@ -162,18 +169,6 @@ def run(args: argparse.Namespace) -> int:
             return 2
         print(f"plot written to {args.plot}")
     return 0
-
-
-def check_output_path(path: Path, flag: str) -> None:
-    """Refuse, before a long run, an output path that cannot be written (a bad path used to fail after it)."""
-    if path.is_dir():
-        raise ConfigError(f"{flag}: {path} is a directory; give a file name, e.g. {path / 'report.json'}")
-    parent = path.parent
-    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
-    if existing is None or not existing.is_dir():
-        raise ConfigError(f"{flag}: {existing or parent} is not a directory; choose a path under a directory")
-    if not os.access(existing, os.W_OK):
-        raise ConfigError(f"{flag}: cannot write under {existing} (permission denied); choose another path")
 
 
 def main(argv: list[str] | None = None) -> int:

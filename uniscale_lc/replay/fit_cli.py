@@ -9,7 +9,6 @@ the chosen questions, and saved. `Router(arms=recorded_arm_space(...), state_pat
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,8 +21,10 @@ from ..errors import ConfigError, UniScaleError
 from ..progress import progress_bar
 from ..warm_start import check_outcomes, labelled_split
 from .data import load_outcome_table
+from .output_path import check_output_path
 from .recorded_arms import ArmOutcomes, build_recorded_arms
 from .runner import ReplayConfig, ReplayEnvironment, filter_arms
+from .threads import one_blas_thread
 from .warm import WARM_SEED, outcome_records
 
 __all__ = ["add_subparser", "check_out_path", "recorded_arm_space", "recorded_outcomes", "run"]
@@ -75,16 +76,8 @@ def recorded_arm_space(
 
 
 def check_out_path(out: Path) -> None:
-    """Refuse an --out that cannot be written, before any work (a directory, or an unwritable folder)."""
-    if out.is_dir():
-        raise ConfigError(f"--out: {out} is a directory; give a file path such as {out / 'state.npz'}")
-    folder = out.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ConfigError(f"--out: {folder} is not a directory, so {out} cannot be created")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out: the folder {folder} is not writable; choose another path")
+    """Refuse an --out that cannot be written, before any work (see `check_output_path`)."""
+    check_output_path(out, "--out", example="state.npz")
 
 
 def add_subparser(subparsers: Any) -> None:
@@ -159,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
         records = check_outcomes(tagged, router.arm_space.ids)
         progress = None if args.no_progress else progress_bar(len(records), "fit", "records")
         try:
-            summary = router.fit(records, progress=None if progress is None else progress.update)
+            with one_blas_thread():  # many small products in one process (replay/threads.py)
+                summary = router.fit(records, progress=None if progress is None else progress.update)
         finally:
             if progress is not None:
                 progress.close()

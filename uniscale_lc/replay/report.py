@@ -37,6 +37,7 @@ from .runner import (
     hindsight_choice,
     run_sweep,
 )
+from .threads import one_blas_thread
 from .warm import WARM_LEARNERS, heldout_environment, labelled_environment
 
 __all__ = ["POLICY_KEYS", "build_report", "format_table", "replay_dataset", "two_model_summary"]
@@ -156,7 +157,9 @@ def build_report(
     if any(learner in WARM_LEARNERS for learner in config.learners):
         # The warm learners are scored on the held-out questions only: so is their fixed-arm comparator.
         heldout = heldout_environment(env)
-        frontiers["best_fixed_arm_heldout"] = _hindsight_frontier(heldout, config.cost_weights, per_question=False)
+        frontiers["best_fixed_arm_heldout"] = _hindsight_frontier(
+            heldout, config.cost_weights, per_question=False
+        )
         # What a user without a router deploys after an eval: the arm best on the labelled part. The held-out
         # comparator above picks among every arm on the very questions it is scored on, so where many arms
         # are near-tied it is an optimistic bar (winner's curse); this one is not.
@@ -406,8 +409,9 @@ def replay_dataset(
     bar = _progress_bar(total, env.name) if progress else None
     update: Callable[[int], None] | None = bar.update if bar is not None else None
     try:
-        traces = run_sweep(env, config, update)
-        drift = _run_drift_scenarios(env, config, drift_jobs, update) if drift_jobs else None
+        with one_blas_thread():  # drift runs in this process; the sweep limits its workers itself
+            traces = run_sweep(env, config, update)
+            drift = _run_drift_scenarios(env, config, drift_jobs, update) if drift_jobs else None
     finally:
         if bar is not None:
             bar.close()

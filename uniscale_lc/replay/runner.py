@@ -35,6 +35,7 @@ from ..side_observations import same_answer_arms
 from ..tags import MAX_TAG_BUCKETS, tag_features
 from .data import OutcomeTable, load_outcome_table
 from .recorded_arms import DEFAULT_VOTE_LADDER, ArmOutcomes, build_recorded_arms
+from .threads import one_blas_thread
 
 __all__ = [
     "DEFAULT_COST_WEIGHT",
@@ -581,24 +582,25 @@ def run_sweep(
         for weight in config.cost_weights
     ]
     traces: dict[RunKey, RunTrace] = {}
-    workers = min(config.workers or (os.cpu_count() or 1), len(jobs))
-    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-        global _SHARED_ENV
-        _SHARED_ENV = env
-        try:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                for trace in pool.imap_unordered(_sweep_job_shared, jobs):
-                    traces[(trace.learner, trace.seed, trace.cost_weight)] = trace
-                    if progress:
-                        progress(1)
-        finally:
-            _SHARED_ENV = None
-    else:
-        for job in jobs:
-            trace = _sweep_job((env, *job))
-            traces[(trace.learner, trace.seed, trace.cost_weight)] = trace
-            if progress:
-                progress(1)
+    with one_blas_thread():  # the workers already fill the cores (replay/threads.py)
+        workers = min(config.workers or (os.cpu_count() or 1), len(jobs))
+        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+            global _SHARED_ENV
+            _SHARED_ENV = env
+            try:
+                with multiprocessing.get_context("fork").Pool(workers) as pool:
+                    for trace in pool.imap_unordered(_sweep_job_shared, jobs):
+                        traces[(trace.learner, trace.seed, trace.cost_weight)] = trace
+                        if progress:
+                            progress(1)
+            finally:
+                _SHARED_ENV = None
+        else:
+            for job in jobs:
+                trace = _sweep_job((env, *job))
+                traces[(trace.learner, trace.seed, trace.cost_weight)] = trace
+                if progress:
+                    progress(1)
     return traces
 
 
