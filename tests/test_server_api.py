@@ -30,7 +30,8 @@ WEATHER_TOOL = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
-TIMEOUT = httpx.Timeout(20.0)
+# A float, not httpx.Timeout: openai 3.x builds on httpx2, whose Timeout does not accept httpx's (both take seconds).
+TIMEOUT = 20.0
 
 
 class Served:
