@@ -79,18 +79,18 @@ def _compare_blas(env: ReplayEnvironment, config: ReplayConfig, limited_wall: fl
     """The same sweep with the BLAS libraries left at their own thread count (the baseline)."""
     import contextlib
 
-    from uniscale_lc.replay import runner
+    from uniscale_lc.replay import sweep
 
     if os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS"):
         print("note: OPENBLAS_NUM_THREADS / OMP_NUM_THREADS is set, so the baseline is limited as well")
-    limit = runner.one_blas_thread
-    runner.one_blas_thread = contextlib.nullcontext  # type: ignore[assignment]
+    limit = sweep.one_blas_thread
+    sweep.one_blas_thread = contextlib.nullcontext  # type: ignore[assignment]
     try:
         started, cpu_started = time.perf_counter(), _cpu_seconds()
         run_sweep(env, config)
         wall, cpu = time.perf_counter() - started, _cpu_seconds() - cpu_started
     finally:
-        runner.one_blas_thread = limit
+        sweep.one_blas_thread = limit
     print(
         f"sweep without the BLAS limit (baseline): wall {wall:.1f} s, CPU {cpu:.1f} s; with it: wall "
         f"{limited_wall:.1f} s, CPU {limited_cpu:.1f} s; ratio {wall / limited_wall:.2f}x wall, "

@@ -45,8 +45,8 @@ from .runner import (
     filter_arms,
     question_order,
     run_learner,
-    run_sweep,
 )
+from .sweep import run_sweep
 
 __all__ = [
     "COMPOSITE_METHODS",

@@ -35,8 +35,8 @@ from .runner import (
     ReplayEnvironment,
     RunTrace,
     hindsight_choice,
-    run_sweep,
 )
+from .sweep import run_sweep
 from .threads import one_blas_thread
 from .warm import WARM_LEARNERS, heldout_environment, labelled_environment
 

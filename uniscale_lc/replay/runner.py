@@ -1,4 +1,4 @@
-"""Prequential replay with bandit feedback: learners, baselines, cost-weight sweeps and drift scenarios.
+"""Prequential replay with bandit feedback: the environment, learners, baselines and one run (sweeps: sweep.py).
 
 Protocol, per seed: the questions are shuffled with that seed; for each question in turn the learner sees
 the prompt's features (the live featurizer, computed once per dataset), the cost model's predicted cost of
@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import multiprocessing
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +33,6 @@ from ..side_observations import same_answer_arms
 from ..tags import MAX_TAG_BUCKETS, tag_features
 from .data import OutcomeTable, load_outcome_table
 from .recorded_arms import DEFAULT_VOTE_LADDER, ArmOutcomes, build_recorded_arms
-from .threads import one_blas_thread
 
 __all__ = [
     "DEFAULT_COST_WEIGHT",
@@ -52,7 +49,6 @@ __all__ = [
     "make_policy",
     "question_order",
     "run_learner",
-    "run_sweep",
     "task_tag_features",
 ]
 
@@ -543,65 +539,6 @@ def _reprice(
         spec = _model_spec(env.table, model, recorded.generator.name, factors.get(model, 1.0))
         space.remove(recorded.arm_id)
         space.add(Arm(spec, recorded.strategy))
-
-
-# ----------------------------------------------------------------------------- many runs
-
-
-RunKey = tuple[str, int, float]
-
-
-def _sweep_job(args: tuple[ReplayEnvironment, str, int, float, ReplayConfig]) -> RunTrace:
-    env, learner, seed, weight, config = args
-    if learner in ("uniscale_warm", "offline_router"):
-        from .warm import run_warm_learner  # imports this module
-
-        return run_warm_learner(env, learner, seed, weight, config)
-    return run_learner(env, learner, seed, weight, question_order(env.n_questions, seed), config)
-
-
-_SHARED_ENV: ReplayEnvironment | None = None
-
-
-def _sweep_job_shared(args: tuple[str, int, float, ReplayConfig]) -> RunTrace:
-    if _SHARED_ENV is None:  # pragma: no cover - set before the workers fork
-        raise RuntimeError("worker started without an environment")
-    return _sweep_job((_SHARED_ENV, *args))
-
-
-def run_sweep(
-    env: ReplayEnvironment,
-    config: ReplayConfig,
-    progress: Callable[[int], None] | None = None,
-) -> dict[RunKey, RunTrace]:
-    """Every learner x seed x cost weight; forked worker processes when `config.workers` > 1."""
-    jobs = [
-        (learner, seed, weight, config)
-        for learner in config.learners
-        for seed in range(config.seeds)
-        for weight in config.cost_weights
-    ]
-    traces: dict[RunKey, RunTrace] = {}
-    with one_blas_thread():  # the workers already fill the cores (replay/threads.py)
-        workers = min(config.workers or (os.cpu_count() or 1), len(jobs))
-        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-            global _SHARED_ENV
-            _SHARED_ENV = env
-            try:
-                with multiprocessing.get_context("fork").Pool(workers) as pool:
-                    for trace in pool.imap_unordered(_sweep_job_shared, jobs):
-                        traces[(trace.learner, trace.seed, trace.cost_weight)] = trace
-                        if progress:
-                            progress(1)
-            finally:
-                _SHARED_ENV = None
-        else:
-            for job in jobs:
-                trace = _sweep_job((env, *job))
-                traces[(trace.learner, trace.seed, trace.cost_weight)] = trace
-                if progress:
-                    progress(1)
-    return traces
 
 
 def hindsight_choice(env: ReplayEnvironment, cost_weight: float, per_question: bool) -> np.ndarray:
