@@ -319,6 +319,22 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path: Path, capsys) -> None:
     assert run(_parse(["replay", str(tmp_path), "--arms", "nothing*"])) == 2
 
 
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--seeds", "0"], "--seeds"),
+        (["--learners", "nope"], "--learners"),
+        (["--tag-buckets", "99999"], "--tag-buckets"),
+    ],
+)
+def test_cli_errors_name_the_flag_not_the_config_field(
+    toy_dir: Path, argv: list[str], flag: str, capsys
+) -> None:
+    assert run(_parse(["replay", str(toy_dir), *argv])) == 2
+    error = capsys.readouterr().err
+    assert f"uniscale-lc replay: {flag}: " in error and "ReplayConfig." not in error
+
+
 def test_shared_datasets_replay_small(shared_data_dir: Path) -> None:
     """Every shared dataset loads and replays end to end (a seeded subset, one seed, three weights)."""
     config = ReplayConfig(

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import UniScaleError
+from ..errors import ConfigError, UniScaleError
 from .output_path import check_output_path
 from .report import format_table, replay_dataset
 from .runner import DEFAULT_COST_WEIGHT, DRIFT_SCENARIOS, LEARNERS, ReplayConfig
@@ -108,8 +109,35 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+# The flag that sets each ReplayConfig field, so that an error names what the user typed.
+_FLAG_OF_FIELD = {
+    "seeds": "--seeds",
+    "cost_weights": "--cost-weight",
+    "cost_weight": "--cost-weight",
+    "learners": "--learners",
+    "drift": "--drift",
+    "max_questions": "--max-questions",
+    "min_coverage": "--min-coverage",
+    "workers": "--workers",
+    "featurizer": "--featurizer",
+    "tag_buckets": "--tag-buckets",
+}
+
+
 def config_from_args(args: argparse.Namespace) -> ReplayConfig:
-    """The replay configuration an argument namespace asks for."""
+    """The replay configuration an argument namespace asks for; a bad value's error names its flag."""
+    try:
+        return _config_from_args(args)
+    except ConfigError as error:
+        message = re.sub(
+            r"ReplayConfig\.(\w+)",
+            lambda match: _FLAG_OF_FIELD.get(match.group(1), match.group(0)),
+            str(error),
+        )
+        raise ConfigError(message) from None
+
+
+def _config_from_args(args: argparse.Namespace) -> ReplayConfig:
     drift: list[str] = []
     for value in args.drift:
         for name in value.split(","):
