@@ -14,16 +14,18 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from uniscale_lc.errors import AllArmsFailedError, ConfigError, FeedbackError, ModelTimeoutError
 from uniscale_lc.server.errors import ApiError, from_exception, param_of
-from uniscale_lc.server.openai_schema import (
+from uniscale_lc.server.openai_responses import (
     chunk_body,
     completion_body,
     json_safe,
+    sse_event,
+    tool_call_deltas,
+)
+from uniscale_lc.server.openai_schema import (
     parse_chat_request,
     parse_feedback_request,
     parse_json_object,
     parse_route_request,
-    sse_event,
-    tool_call_deltas,
 )
 
 USER = [{"role": "user", "content": "What is 2 + 2?"}]
@@ -226,7 +228,7 @@ def test_error_bodies_never_carry_a_key() -> None:
 
 def test_the_base_package_and_the_cli_parser_do_not_import_starlette() -> None:
     code = (
-        "import sys, uniscale_lc, uniscale_lc.server, uniscale_lc.server.openai_schema;"
+        "import sys, uniscale_lc, uniscale_lc.server, uniscale_lc.server.openai_schema, uniscale_lc.server.openai_responses;"
         "from uniscale_lc.cli import build_parser; build_parser();"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn')))"
     )

@@ -1,7 +1,8 @@
 """`uniscale-lc serve`: the router behind an OpenAI-compatible HTTP API (optional extra `[server]`).
 
-`openai_schema` (request parsing, response and stream-chunk building) and `metrics` are pure and import
-nothing heavy; `app` needs starlette and `cli` runs uvicorn, both imported only when a server is built.
+`openai_schema` (request parsing), `openai_responses` (response and stream-chunk building) and `metrics` are
+pure and import nothing heavy; `app` needs starlette and `cli` runs uvicorn, both imported only when a server
+is built.
 See docs/server.md.
 """
 

@@ -30,23 +30,25 @@ from ..errors import FeedbackError
 from .auth import BearerAuthMiddleware
 from .errors import ApiError, bad_request, from_exception
 from .metrics import ServerMetrics
-from .openai_schema import (
-    DECISION_ID_HEADER,
-    REQUEST_ID_HEADER,
-    TAGS_PARAM,
-    ChatRequest,
+from .openai_responses import (
     chunk_body,
     completion_body,
     error_event,
     json_safe,
     models_body,
     openai_usage,
+    sse_event,
+    tool_call_deltas,
+)
+from .openai_schema import (
+    DECISION_ID_HEADER,
+    REQUEST_ID_HEADER,
+    TAGS_PARAM,
+    ChatRequest,
     parse_chat_request,
     parse_feedback_request,
     parse_json_object,
     parse_route_request,
-    sse_event,
-    tool_call_deltas,
 )
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
