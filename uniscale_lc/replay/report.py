@@ -409,8 +409,8 @@ def replay_dataset(
     bar = _progress_bar(total, env.name) if progress else None
     update: Callable[[int], None] | None = bar.update if bar is not None else None
     try:
-        with one_blas_thread():  # drift runs in this process; the sweep limits its workers itself
-            traces = run_sweep(env, config, update)
+        traces = run_sweep(env, config, update)  # limits its own BLAS threads
+        with one_blas_thread():  # drift runs in this process (replay/threads.py)
             drift = _run_drift_scenarios(env, config, drift_jobs, update) if drift_jobs else None
     finally:
         if bar is not None:
