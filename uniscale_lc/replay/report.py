@@ -40,7 +40,15 @@ from .sweep import run_sweep
 from .threads import one_blas_thread
 from .warm import WARM_LEARNERS, heldout_environment, labelled_environment
 
-__all__ = ["POLICY_KEYS", "build_report", "format_table", "replay_dataset", "two_model_summary"]
+__all__ = [
+    "POLICY_KEYS",
+    "build_report",
+    "format_table",
+    "hindsight_frontier",
+    "learner_frontier",
+    "replay_dataset",
+    "two_model_summary",
+]
 
 POLICY_KEYS: tuple[str, ...] = (
     "uniscale",
@@ -75,7 +83,7 @@ def _reward_matrix(env: ReplayEnvironment, cost_weight: float) -> np.ndarray:
     return env.outcomes.quality - cost_weight * env.outcomes.cost_usd / reference
 
 
-def _hindsight_frontier(
+def hindsight_frontier(
     env: ReplayEnvironment,
     weights: Sequence[float],
     per_question: bool,
@@ -109,7 +117,7 @@ def _hindsight_frontier(
     return frontier
 
 
-def _learner_frontier(traces: dict[tuple[str, int, float], RunTrace], learner: str, config: ReplayConfig):
+def learner_frontier(traces: dict[tuple[str, int, float], RunTrace], learner: str, config: ReplayConfig):
     frontier = []
     for weight in config.cost_weights:
         runs = [traces[(learner, seed, weight)] for seed in range(config.seeds)]
@@ -151,19 +159,19 @@ def build_report(
 
     frontiers: dict[str, list[dict[str, Any]]] = {}
     for learner in config.learners:
-        frontiers[learner] = _learner_frontier(traces, learner, config)
-    frontiers["best_fixed_arm"] = _hindsight_frontier(env, config.cost_weights, per_question=False)
-    frontiers["oracle"] = _hindsight_frontier(env, config.cost_weights, per_question=True)
+        frontiers[learner] = learner_frontier(traces, learner, config)
+    frontiers["best_fixed_arm"] = hindsight_frontier(env, config.cost_weights, per_question=False)
+    frontiers["oracle"] = hindsight_frontier(env, config.cost_weights, per_question=True)
     if any(learner in WARM_LEARNERS for learner in config.learners):
         # The warm learners are scored on the held-out questions only: so is their fixed-arm comparator.
         heldout = heldout_environment(env)
-        frontiers["best_fixed_arm_heldout"] = _hindsight_frontier(
+        frontiers["best_fixed_arm_heldout"] = hindsight_frontier(
             heldout, config.cost_weights, per_question=False
         )
         # What a user without a router deploys after an eval: the arm best on the labelled part. The held-out
         # comparator above picks among every arm on the very questions it is scored on, so where many arms
         # are near-tied it is an optimistic bar (winner's curse); this one is not.
-        frontiers["best_fixed_arm_labelled"] = _hindsight_frontier(
+        frontiers["best_fixed_arm_labelled"] = hindsight_frontier(
             heldout, config.cost_weights, per_question=False, chosen_on=labelled_environment(env)
         )
 
