@@ -33,6 +33,7 @@ from uniscale_lc.replay import (  # noqa: E402
     format_table,
     replay_dataset,
 )
+from uniscale_lc.replay.arm_pool import compare_with_pool  # noqa: E402
 from uniscale_lc.replay.data import load_outcome_table  # noqa: E402
 from uniscale_lc.replay.task_bound import task_router_bounds  # noqa: E402
 
@@ -255,8 +256,40 @@ WHY_SECTION = [
     "by at most 0.001). The replay now runs numpy on one BLAS thread whatever the environment says, 5.9x "
     "faster when `OPENBLAS_NUM_THREADS` is unset (docs/replay.md, 'Speed'). On GSM8K and LLMRouter (1 seed, "
     "three learners, every weight) each decision is the same with and without the limit.",
+    "- **Session 11: no change to the learning defaults; what the large action space costs is measured.** "
+    "The 'Arms that matter' section below runs UniScale on every arm and on the few arms a hindsight look "
+    "says matter (`uniscale_lc/replay/arm_pool.py`). On GSM8K that pool of 6 arms recovers about half of the "
+    "gap to the best fixed arm; the other half is the learner telling the pool's near-tied arms apart. On "
+    "LLMRouter the pool buys nothing. Also measured and not adopted (docs/policy.md, 'Session 11'): the "
+    "prompt-dependent part of each prediction counted only beyond its own uncertainty, textbook context-free "
+    "Thompson sampling and UCB1, and Thompson sampling with Beta priors centred on the arm-feature model.",
     "",
 ]
+
+POOL_TOP_K = 3  # the most accurate arms added to the fixed-arm frontier in the 'Arms that matter' section
+
+
+def pool_section(pools: dict[str, dict[str, Any]], seeds: int) -> list[str]:
+    """UniScale on every arm against UniScale on the arms that matter in hindsight (replay/arm_pool.py)."""
+    lines = [
+        "## Arms that matter: what the size of the action space costs UniScale",
+        "",
+        f"The pool is every arm that is the best fixed arm at some cost weight, plus the {POOL_TOP_K} most accurate, "
+        "chosen in hindsight on the whole stream: a peek no deployment has, so it bounds what a smaller action "
+        f"space could buy. UniScale with the defaults on each, the same {seeds} seed(s) and question orders; every "
+        "AIQ on one cost range. Datasets with two arms are left out (the pool is the whole space).",
+        "",
+        "| dataset | arms | pool | UniScale, every arm | UniScale, pool | best fixed arm |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, pool in pools.items():
+        scores = pool["aiq"]
+        lines.append(
+            f"| {name} | {pool['n_arms']} | {len(pool['pool'])} | {scores['uniscale_all_arms']:.4f} "
+            f"| {scores['uniscale_pool']:.4f} | {scores['best_fixed_arm']:.4f} |"
+        )
+    lines += ["", *(f"- {name}'s pool: " + ", ".join(f"`{arm}`" for arm in pool["pool"]) for name, pool in pools.items())]
+    return lines
 
 
 def _aim_row(aim: str, measured: str, met: bool) -> str:
@@ -492,6 +525,13 @@ def main(argv: list[str] | None = None) -> int:
             (args.json_dir / f"{name}.json").write_text(json.dumps(report, indent=1))
             if name in pair_reports and pair_reports[name] is not report:
                 (args.json_dir / f"{name}_pair.json").write_text(json.dumps(pair_reports[name], indent=1))
+    pools: dict[str, dict[str, Any]] = {}
+    for name, report in reports.items():
+        if report["n_arms"] > 2:  # with two arms the pool is the whole space
+            pool_config = replace(base, learners=("uniscale",), drift=())
+            pool_env = ReplayEnvironment.from_directory(args.data / name, pool_config)
+            pools[name] = compare_with_pool(pool_env, pool_config, top_k=POOL_TOP_K)
+            print(f"arm pool {name}: {pools[name]['aiq']}", flush=True)
     mmlu_full = mmlu_tagged = mmlu_bound = None
     if args.mmlu_seeds and MMLU in datasets:
         print(f"== {MMLU}, every question", flush=True)
@@ -566,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
             + " | ".join(f"{values[v]:.4f}" for v in VARIANTS)
             + " |"
         )
+    out += ["", *pool_section(pools, args.seeds)]
     out += [
         "",
         "## RouteLLM's metrics on two-model data, beside RouteLLM's published claim",

@@ -93,3 +93,15 @@ def test_aim_two_row_sets_the_labelled_choice_beside_the_hindsight_one() -> None
     (row,) = [line for line in rows if line.startswith("| 2. data")]
     assert "0.9550 ± 0.0020 vs 0.9620 and 0.9580 (the arm best on the labelled 30%: 0.9520)" in row
     assert row.endswith("| no |")  # the aim's bar stays the held-out hindsight pick
+
+
+def test_pool_section_puts_both_uniscale_runs_beside_the_best_fixed_arm() -> None:
+    pool = {
+        "n_arms": 79,
+        "pool": ["a|single", "b|single"],
+        "aiq": {"uniscale_all_arms": 0.9486, "uniscale_pool": 0.9529, "best_fixed_arm": 0.9565},
+    }
+    lines = load_script("make_results").pool_section({"gsm8k": pool}, seeds=5)
+    assert "| gsm8k | 79 | 2 | 0.9486 | 0.9529 | 0.9565 |" in lines
+    assert "- gsm8k's pool: `a|single`, `b|single`" in lines
+    assert "same 5 seed(s)" in "".join(lines)
