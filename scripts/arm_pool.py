@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from uniscale_lc.replay.arm_pool import compare_with_pool  # noqa: E402
+from uniscale_lc.progress import progress_bar  # noqa: E402
+from uniscale_lc.replay.arm_pool import POOL_TABLE_HEADER, compare_with_pool, pool_table_row  # noqa: E402
 from uniscale_lc.replay.runner import ReplayConfig, ReplayEnvironment  # noqa: E402
 
 
@@ -32,17 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-questions", type=int, default=1500, help="the replay's seeded subset size")
     args = parser.parse_args(argv)
     config = ReplayConfig(seeds=args.seeds, max_questions=args.max_questions, learners=("uniscale",))
-    print("| dataset | arms | pool | UniScale, every arm | UniScale, pool | best fixed arm |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("\n".join(POOL_TABLE_HEADER))
     for name in args.datasets.split(","):
         started = time.perf_counter()
         env = ReplayEnvironment.from_directory(args.data_root / name, config)
-        result = compare_with_pool(env, config, top_k=args.top_k)
-        scores = result["aiq"]
-        print(
-            f"| {name} | {result['n_arms']} | {len(result['pool'])} | {scores['uniscale_all_arms']:.4f} "
-            f"| {scores['uniscale_pool']:.4f} | {scores['best_fixed_arm']:.4f} |"
-        )
+        bar = progress_bar(2 * config.seeds * len(config.cost_weights), f"arm pool {name}", unit="run")
+        try:
+            result = compare_with_pool(env, config, top_k=args.top_k, progress=bar.update)
+        finally:
+            bar.close()
+        print(pool_table_row(name, result))
         print(f"  pool: {', '.join(result['pool'])} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     return 0
 

@@ -33,7 +33,7 @@ from uniscale_lc.replay import (  # noqa: E402
     format_table,
     replay_dataset,
 )
-from uniscale_lc.replay.arm_pool import compare_with_pool  # noqa: E402
+from uniscale_lc.replay.arm_pool import POOL_TABLE_HEADER, compare_with_pool, pool_table_row  # noqa: E402
 from uniscale_lc.replay.data import load_outcome_table  # noqa: E402
 from uniscale_lc.replay.task_bound import task_router_bounds  # noqa: E402
 
@@ -279,15 +279,9 @@ def pool_section(pools: dict[str, dict[str, Any]], seeds: int) -> list[str]:
         f"space could buy. UniScale with the defaults on each, the same {seeds} seed(s) and question orders; every "
         "AIQ on one cost range. Datasets with two arms are left out (the pool is the whole space).",
         "",
-        "| dataset | arms | pool | UniScale, every arm | UniScale, pool | best fixed arm |",
-        "|---|---:|---:|---:|---:|---:|",
+        *POOL_TABLE_HEADER,
     ]
-    for name, pool in pools.items():
-        scores = pool["aiq"]
-        lines.append(
-            f"| {name} | {pool['n_arms']} | {len(pool['pool'])} | {scores['uniscale_all_arms']:.4f} "
-            f"| {scores['uniscale_pool']:.4f} | {scores['best_fixed_arm']:.4f} |"
-        )
+    lines += [pool_table_row(name, pool) for name, pool in pools.items()]
     lines += ["", *(f"- {name}'s pool: " + ", ".join(f"`{arm}`" for arm in pool["pool"]) for name, pool in pools.items())]
     return lines
 
@@ -494,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     reports: dict[str, dict[str, Any]] = {}
     pair_reports: dict[str, dict[str, Any]] = {}
     variants: dict[str, dict[str, float]] = {}
+    pools: dict[str, dict[str, Any]] = {}
     sizes: dict[str, int] = {}
     for name in datasets:
         sizes[name] = load_outcome_table(args.data / name).n_questions
@@ -520,18 +515,15 @@ def main(argv: list[str] | None = None) -> int:
                 "aiq"
             ]
         print(f"variants {name}: {variants[name]}", flush=True)
+        if report["n_arms"] > 2:  # with two arms the pool is the whole space
+            # The variants' environment: the same questions and features (it does not depend on the seeds).
+            pools[name] = compare_with_pool(env, replace(default, seeds=args.seeds), top_k=POOL_TOP_K)
+            print(f"arm pool {name}: {pools[name]['aiq']}", flush=True)
         if args.json_dir:
             args.json_dir.mkdir(parents=True, exist_ok=True)
             (args.json_dir / f"{name}.json").write_text(json.dumps(report, indent=1))
             if name in pair_reports and pair_reports[name] is not report:
                 (args.json_dir / f"{name}_pair.json").write_text(json.dumps(pair_reports[name], indent=1))
-    pools: dict[str, dict[str, Any]] = {}
-    for name, report in reports.items():
-        if report["n_arms"] > 2:  # with two arms the pool is the whole space
-            pool_config = replace(base, learners=("uniscale",), drift=())
-            pool_env = ReplayEnvironment.from_directory(args.data / name, pool_config)
-            pools[name] = compare_with_pool(pool_env, pool_config, top_k=POOL_TOP_K)
-            print(f"arm pool {name}: {pools[name]['aiq']}", flush=True)
     mmlu_full = mmlu_tagged = mmlu_bound = None
     if args.mmlu_seeds and MMLU in datasets:
         print(f"== {MMLU}, every question", flush=True)

@@ -22,7 +22,13 @@ from .report import hindsight_frontier, learner_frontier
 from .runner import ReplayConfig, ReplayEnvironment, hindsight_choice
 from .sweep import run_sweep
 
-__all__ = ["arms_that_matter", "compare_with_pool", "pool_environment"]
+__all__ = ["POOL_TABLE_HEADER", "arms_that_matter", "compare_with_pool", "pool_environment", "pool_table_row"]
+
+# The Markdown table that scripts/arm_pool.py prints and docs/results.md holds (one row per dataset).
+POOL_TABLE_HEADER = (
+    "| dataset | arms | pool | UniScale, every arm | UniScale, pool | best fixed arm |",
+    "|---|---:|---:|---:|---:|---:|",
+)
 
 
 def arms_that_matter(env: ReplayEnvironment, cost_weights: tuple[float, ...], top_k: int) -> tuple[str, ...]:
@@ -81,3 +87,12 @@ def compare_with_pool(
         "cost_range": list(cost_range),
         "aiq": {name: score(frontier) for name, frontier in frontiers.items()},
     }
+
+
+def pool_table_row(name: str, result: dict[str, Any]) -> str:
+    """One dataset's row of `POOL_TABLE_HEADER` from `compare_with_pool`'s result (the `uniscale` learner)."""
+    scores = result["aiq"]
+    return (
+        f"| {name} | {result['n_arms']} | {len(result['pool'])} | {scores['uniscale_all_arms']:.4f} "
+        f"| {scores['uniscale_pool']:.4f} | {scores['best_fixed_arm']:.4f} |"
+    )
