@@ -37,6 +37,9 @@ from uniscale_lc.replay.arm_pool import POOL_TABLE_HEADER, compare_with_pool, po
 from uniscale_lc.replay.data import load_outcome_table  # noqa: E402
 from uniscale_lc.replay.task_bound import task_router_bounds  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_notes import WHY_SECTION  # noqa: E402
+
 # RouteLLM's published claim (Ong et al. 2024; lm-sys/RouteLLM README and LMSYS blog, 2024-07-01): cost
 # reduction versus always calling GPT-4 while keeping 95 % of GPT-4's quality.
 ROUTELLM_CLAIMS = {"routellm_mmlu": 0.45, "gsm8k": 0.35}
@@ -54,7 +57,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 MMLU_TAG_BUCKETS = 64
 MMLU = "routellm_mmlu"
-MMLU_LEARNERS = ("uniscale", "uniscale_warm", "offline_router", "random")
+MMLU_LEARNERS = ("uniscale", "uniscale_warm", "offline_router", "full_info_router", "random")
 
 
 def _git_commit() -> str:
@@ -192,80 +195,6 @@ def plots(report: dict[str, Any], img_dir: Path, stem: str) -> list[str]:
     ]
 
 
-WHY_SECTION = [
-    "## What changed this round, and what did not pay",
-    "",
-    "- **Priors (kept).** LinUCB's prior is no longer one `ridge` for every coordinate (docs/policy.md "
-    "'Priors'): prompt-feature weights (`context_ridge`) and each arm's own deviation from what its arm "
-    "features predict (`arm_ridge`, with the shared model on) are shrunk ten times harder than the "
-    "arm-feature model. Hashed prompt features carry little signal here, and with the uniform prior every "
-    "context weight and every one of 79 arm means bought its own exploration; now a fresh arm starts at what "
-    "its features predict. The ratio 10 was chosen after trying 1, 3, 10 and 30 on the shared datasets "
-    "(GSM8K first), so these figures are not a held-out test; the 'Variants' table shows before and after "
-    "on every dataset.",
-    "- **Side observations (built, off by default).** A vote's samples tell what the smaller votes and the "
-    "Single of its model would have answered; those that agree are taught the same score (live and replay, "
-    "`side_observations=True`). On GSM8K, the only dataset with vote arms, it did not raise AIQ (see "
-    "'Variants'), so it stays off.",
-    "- **Less exploration (not adopted).** Before the priors, alpha 0.15 instead of 0.3 raised GSM8K's AIQ "
-    "(0.9440 -> 0.9537, 3 seeds) and lowered LLMRouter's (0.5951 -> 0.5851, 3 seeds): not a change that helps "
-    "everywhere. With the priors the differences are within one seed's noise ('Variants'), so the default "
-    "stays 0.3.",
-    "- **Warm start (new).** `uniscale_warm` is the library's LinUCB fitted with `Router.fit` on a seeded 30% "
-    "of the questions (every arm's outcome), then learning online on the other 70%, where it and "
-    "`offline_router` (per-arm ridge on the same features, fitted on the same 30%) are scored; "
-    "`best_fixed_arm_heldout` is the fixed-arm comparator on those questions.",
-    "- **Cost normalisation (settled: the dearest candidate).** The geometric mean of the candidates' costs "
-    "as the reference is replayed in every regeneration ('Variants', last column): it moves the datasets both "
-    "ways (better on Reflexion, worse on LLMRouter and MMLU), so the live default stays the dearest "
-    "candidate (docs/costs.md).",
-    "- **Session 5: no change to the learning defaults.** Tried and not adopted, with numbers in "
-    "docs/policy.md ('Tried and not adopted') and docs/features.md: the exact posterior mean of the hybrid "
-    "model, and MiniLM features on all five datasets. `make demo` now repeats exactly (the pool's draws are "
-    "per policy run and feedback is applied in request order), so aim 4's row is the same on every run.",
-    "- **Session 6: no change to the learning defaults.** Measured and not adopted (docs/policy.md, "
-    "'Session 6'): no prompt features at all, from zero (worse on four datasets) and after the warm-start fit "
-    "(ties GSM8K's held-out fixed arm, loses 0.6-0.7 points of AIQ on LLMRouter, Reflexion and MMLU); ridges cross-validated on per-prompt "
-    "arm differences; predictions clipped to [0, 1]; alpha 0.5 and 0.8; Thompson sampling again. Found: on "
-    "GSM8K the arm-feature model predicts the two cheap near-best arms far too low, and UCB never tries "
-    "them. Aim 5's row now also compares the learner's last-quarter accuracy with the most accurate arm's.",
-    "- **Sessions 7-8: request tags (new, opt-in; no change to the defaults).** An application often knows "
-    "which feature, template or task a request comes from; `tags=` (`RouterConfig.tag_buckets`) gives the "
-    "policy that as signed hashed features (docs/features.md, 'Request tags'). The replay passes each "
-    "question's task as its tag with `--tag-buckets N` (none when a table has one task, as GSM8K). On MMLU "
-    "it adds a few points (rows 3' and the 'Variants' column), 64 buckets chosen after trying 32, 64 and 128 "
-    "on MMLU. Also measured and not built (docs/policy.md, 'Session 7'): agreement cascades as arms, the "
-    "exact hierarchical mean, other ridges.",
-    "- **Session 9: what the subject can buy on MMLU (aim 3).** Aim 3's rows now show a per-subject router "
-    "beside the learners (`uniscale_lc/replay/task_bound.py`, `scripts/task_router_bound.py`): every question "
-    "of a subject on one model, subjects ranked by GPT-4's advantage. Ranked in hindsight it bounds any router "
-    "that knows only the subject; ranked on the labelled 30% and scored on the rest it is what an offline "
-    "per-subject router gets. Both are below aim 3's 60% warm target, and the held-out one below its 45% "
-    "from zero: the rest of the way needs a per-question signal that neither the subject nor hashed n-grams "
-    "give. (An earlier note put the hindsight figure at 62.5%, which this script does not reproduce; on a "
-    "1,500-question subset, about 26 questions a subject, ranking in hindsight overfits to 71.5%.) Also measured and not adopted (docs/policy.md, "
-    "'Session 9'): 16 or 32 model-name buckets instead of 6 (GSM8K 0.937 against 0.952). Aims 1 and 2 now give "
-    "the learner's spread over seeds: where it is wider than the margin, 'met' is not settled. Aim 2's rows "
-    "also give `best_fixed_arm_labelled`, the arm best on the labelled 30% scored on the rest (a new reference "
-    "row of the replay; the aim still compares with the held-out hindsight pick).",
-    "- **Session 10: no change to the learning defaults.** Measured and not adopted (docs/policy.md, 'Session "
-    "10'): an exploration bonus on the arm alone (the mean still contextual), and per-arm prompt weights "
-    "switched off. The latter adds 0.0014 on GSM8K (inside the seed spread) and loses 0.5-0.8 points on "
-    "LLMRouter, MMLU and RouterArena, so even choosing between the two per dataset could not close GSM8K's gap "
-    "to its best fixed arm. After a warm start, exploring online costs nothing measurable (alpha 0 moves AIQ "
-    "by at most 0.001). The replay now runs numpy on one BLAS thread whatever the environment says, 5.9x "
-    "faster when `OPENBLAS_NUM_THREADS` is unset (docs/replay.md, 'Speed'). On GSM8K and LLMRouter (1 seed, "
-    "three learners, every weight) each decision is the same with and without the limit.",
-    "- **Session 11: no change to the learning defaults; what the large action space costs is measured.** "
-    "The 'Arms that matter' section below runs UniScale on every arm and on the few arms a hindsight look "
-    "says matter (`uniscale_lc/replay/arm_pool.py`). On GSM8K that pool of 6 arms recovers about half of the "
-    "gap to the best fixed arm; the other half is the learner telling the pool's near-tied arms apart. On "
-    "LLMRouter the pool buys nothing. Also measured and not adopted (docs/policy.md, 'Session 11'): the "
-    "prompt-dependent part of each prediction counted only beyond its own uncertainty, textbook context-free "
-    "Thompson sampling and UCB1, and Thompson sampling with Beta priors centred on the arm-feature model.",
-    "",
-]
-
 POOL_TOP_K = 3  # the most accurate arms added to the fixed-arm frontier in the 'Arms that matter' section
 
 
@@ -288,6 +217,18 @@ def pool_section(pools: dict[str, dict[str, Any]], seeds: int) -> list[str]:
 
 def _aim_row(aim: str, measured: str, met: bool) -> str:
     return f"| {aim} | {measured} | {'yes' if met else 'no'} |"
+
+
+def _full_information_context(policies: dict[str, Any]) -> str:
+    """Aim 1's bar beside learners that see every arm's outcome after each question (no exploration)."""
+    present = [key for key in ("full_info_leader", "full_info_router") if key in policies]
+    if not present:
+        return ""
+    values = ", ".join(
+        f"{'follow-the-leader' if key == 'full_info_leader' else 'per-arm ridge'} {policies[key]['aiq']:.4f}"
+        for key in present
+    )
+    return f"; online with every arm's outcome after each question (no exploration): {values}"
 
 
 def aims(
@@ -320,6 +261,7 @@ def aims(
                 text += " (TTS-only has all of UniScale's arms: one model, so that comparison does not apply)"
             else:
                 met = met and u > t
+        text += _full_information_context(p)
         lines.append(
             _aim_row(
                 f"1. {name}: UniScale AIQ >= best fixed arm" + (" and > routing, TTS" if has_tts else ""),
@@ -352,6 +294,9 @@ def aims(
                     f"; a per-subject router: {_fmt(mmlu_bound['task_router_hindsight'], '.1%')} in hindsight, "
                     f"{_fmt(mmlu_bound['task_router_heldout'], '.1%')} ranked on the labelled 30% and scored on the rest"
                 )
+            full_info = learners.get("full_info_router", {}).get("cost_reduction_at_95pct_strong")
+            if full_info is not None:
+                reference += f"; online with full information, the per-arm ridge router: {_fmt(full_info, '.1%')}"
             lines.append(
                 _aim_row(
                     f"3. MMLU, {mmlu_full['n_questions']} questions: {learner} cost reduction at 95% of GPT-4 > {target:.0%}",
@@ -404,6 +349,13 @@ def aims(
         if own is not None and arm_own is not None:
             # Spreading picks pays only if the learner beats that arm on the same questions.
             measured += f"; last-quarter accuracy {own:.3f} vs that arm's {arm_own:.3f} on the same questions"
+        router = report["policies"].get("full_info_router", {})
+        if router.get("best_arm_share_last_quarter_w0") is not None:
+            # The same model class shown every arm's outcome: what the features route without exploring.
+            measured += (
+                f"; with full information, the per-arm ridge router: {router['best_arm_share_last_quarter_w0']:.1%}, "
+                f"last-quarter accuracy {router['last_quarter_accuracy_w0']:.3f}"
+            )
         lines.append(
             _aim_row(
                 f"5. {name}: cost_weight 0, last-quarter share of the most accurate arm (`{best['arm']}`, "

@@ -105,3 +105,23 @@ def test_pool_section_puts_both_uniscale_runs_beside_the_best_fixed_arm() -> Non
     assert "| gsm8k | 79 | 2 | 0.9486 | 0.9529 | 0.9565 |" in lines
     assert "- gsm8k's pool: `a|single`, `b|single`" in lines
     assert "same 5 seed(s)" in "".join(lines)
+
+
+def test_aim_rows_set_the_full_information_learners_beside_the_bar() -> None:
+    report = _report(uniscale=0.80, routing=0.78, tts=0.80, tts_arms=3, all_arms=5)
+    # Without the reference rows the aim-1 row says nothing about them.
+    assert "full information" not in _aim_one(report) and "no exploration" not in _aim_one(report)
+    report["policies"]["full_info_leader"] = {"aiq": 0.7712}
+    report["policies"]["full_info_router"] = {
+        "aiq": 0.7834,
+        "best_arm_share_last_quarter_w0": 0.25,
+        "last_quarter_accuracy_w0": 0.6391,
+    }
+    row = _aim_one(report)
+    assert "(no exploration): follow-the-leader 0.7712, per-arm ridge 0.7834" in row
+    assert row.endswith("| no |")  # context only: the aim still compares UniScale with the best fixed arm
+    report["most_accurate_arm"] = {"margin": 0.06, "arm": "big|single", "n_tasks": 1}
+    report["policies"]["uniscale"].update(best_arm_share_last_quarter_w0=0.44)
+    rows = load_script("make_results").aims({"data": report}, None, None)
+    (five,) = [line for line in rows if line.startswith("| 5. data")]
+    assert "with full information, the per-arm ridge router: 25.0%, last-quarter accuracy 0.639" in five

@@ -22,6 +22,9 @@ _STYLE = {
     "offline_router": ("tab:olive", "h", "-."),
     "best_fixed_arm_heldout": ("tab:cyan", "d", "--"),
     "best_fixed_arm_labelled": ("tab:brown", "<", ":"),
+    # References that see every arm's outcome (replay/full_information.py): dark tones, dotted.
+    "full_info_leader": ("darkslategray", ">", ":"),
+    "full_info_router": ("darkgoldenrod", "p", "-."),
 }
 
 

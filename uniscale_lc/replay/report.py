@@ -58,6 +58,8 @@ POLICY_KEYS: tuple[str, ...] = (
     "epsilon_greedy",
     "uniscale_warm",
     "offline_router",
+    "full_info_leader",
+    "full_info_router",
     "best_fixed_arm",
     "best_fixed_arm_heldout",
     "best_fixed_arm_labelled",

@@ -65,6 +65,9 @@ LEARNERS: tuple[str, ...] = (
     "random",
     "uniscale_warm",  # replay/warm.py: fitted on a labelled split, scored on the rest
     "offline_router",
+    # replay/full_information.py: every arm's outcome after each question, so no exploration (references)
+    "full_info_leader",
+    "full_info_router",
 )
 DRIFT_SCENARIOS: tuple[str, ...] = ("task_blocks", "price_change", "outage")
 
@@ -258,7 +261,15 @@ class ReplayEnvironment:
         """Arm columns a learner chooses from (see docs/replay.md for why these sets)."""
         arms = self.outcomes.arms
         every = tuple(range(len(arms)))
-        if learner in ("uniscale", "epsilon_greedy", "random", "uniscale_warm", "offline_router"):
+        if learner in (
+            "uniscale",
+            "epsilon_greedy",
+            "random",
+            "uniscale_warm",
+            "offline_router",
+            "full_info_leader",
+            "full_info_router",
+        ):
             return every
         if learner == "routing_only":
             singles = tuple(i for i in every if arms[i].kind == "single")

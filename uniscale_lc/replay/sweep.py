@@ -1,6 +1,7 @@
 """Many replay runs: every learner x seed x cost weight, in forked worker processes.
 
-Each job is one `run_learner` (or, for the learners that see labelled data first, one `run_warm_learner`)
+Each job is one `run_learner` (or, for the learners that see labelled data first, one `run_warm_learner`;
+for the full-information references, one `run_full_information`)
 on the seed's question order. The environment reaches the workers by fork, not by pickling, and every
 worker runs numpy on one BLAS thread (`threads.one_blas_thread`): the processes already fill the cores.
 """
@@ -11,6 +12,7 @@ import multiprocessing
 import os
 from collections.abc import Callable
 
+from .full_information import FULL_INFORMATION_LEARNERS, run_full_information
 from .runner import ReplayConfig, ReplayEnvironment, RunTrace, question_order, run_learner
 from .threads import one_blas_thread
 from .warm import WARM_LEARNERS, run_warm_learner
@@ -24,6 +26,9 @@ def _sweep_job(args: tuple[ReplayEnvironment, str, int, float, ReplayConfig]) ->
     env, learner, seed, weight, config = args
     if learner in WARM_LEARNERS:
         return run_warm_learner(env, learner, seed, weight, config)
+    if learner in FULL_INFORMATION_LEARNERS:
+        order = question_order(env.n_questions, seed)
+        return run_full_information(env, learner, seed, weight, order)
     return run_learner(env, learner, seed, weight, question_order(env.n_questions, seed), config)
 
 
