@@ -26,7 +26,7 @@ import numpy as np
 
 from ..policy.base import argmax_tiebreak
 from ..policy.linucb import CONTEXT_RIDGE_RATIO
-from .runner import ReplayEnvironment, RunTrace
+from .runner import ReplayEnvironment, RunTrace, reward_matrix
 
 __all__ = [
     "FULL_INFORMATION_LEARNERS",
@@ -97,10 +97,9 @@ def run_full_information(
         raise ValueError(f"not a full-information learner: {learner!r}; one of {FULL_INFORMATION_LEARNERS}")
     order = np.asarray(order)
     columns = np.asarray(env.learner_columns(learner))
-    quality = env.outcomes.quality[np.ix_(order, columns)]
-    cost = env.outcomes.cost_usd[np.ix_(order, columns)]
-    reference = np.where(env.reference_cost[order] > 0, env.reference_cost[order], 1.0)[:, None]
-    reward = quality - cost_weight * cost / reference  # the replay's reward (report._reward_matrix)
+    rows = np.ix_(order, columns)
+    quality, cost = env.outcomes.quality[rows], env.outcomes.cost_usd[rows]
+    reward = reward_matrix(env, cost_weight)[rows]
     rng = np.random.default_rng(seed)
     if learner == "full_info_leader":
         picks = leader_choices(reward, rng)

@@ -35,6 +35,7 @@ from .runner import (
     ReplayEnvironment,
     RunTrace,
     hindsight_choice,
+    reward_matrix,
 )
 from .sweep import run_sweep
 from .threads import one_blas_thread
@@ -79,12 +80,6 @@ def _round(value: float | None, digits: int = 6) -> float | None:
     return float(f"{value:.{digits}g}")
 
 
-def _reward_matrix(env: ReplayEnvironment, cost_weight: float) -> np.ndarray:
-    """Every arm's reward on every question, with the replay's per-question reference cost."""
-    reference = np.where(env.reference_cost > 0, env.reference_cost, 1.0)[:, None]
-    return env.outcomes.quality - cost_weight * env.outcomes.cost_usd / reference
-
-
 def hindsight_frontier(
     env: ReplayEnvironment,
     weights: Sequence[float],
@@ -100,12 +95,12 @@ def hindsight_frontier(
         if per_question:
             quality = env.outcomes.quality[rows, choice]
             cost = env.outcomes.cost_usd[rows, choice]
-            reward = _reward_matrix(env, weight)[rows, choice]
+            reward = reward_matrix(env, weight)[rows, choice]
             arm = None
         else:
             quality = env.outcomes.quality[:, choice[0]]
             cost = env.outcomes.cost_usd[:, choice[0]]
-            reward = _reward_matrix(env, weight)[:, choice[0]]
+            reward = reward_matrix(env, weight)[:, choice[0]]
             arm = env.outcomes.arm_ids[int(choice[0])]
         point: dict[str, Any] = {
             "cost_weight": weight,
@@ -194,7 +189,7 @@ def build_report(
             best_accuracy,
         )
 
-    reward_matrix = _reward_matrix(env, weight)
+    rewards = reward_matrix(env, weight)
     window = max(20, env.n_questions // 20)
     most_accurate = int(np.argmax(mean_quality))
     task_best = task_best_arms(outcomes.quality, outcomes.tasks)
@@ -225,7 +220,7 @@ def build_report(
                     )
                 )
                 trace = traces[(key, seed, weight)]
-                regret, _ = cumulative_regret(trace.reward, reward_matrix[trace.order])
+                regret, _ = cumulative_regret(trace.reward, rewards[trace.order])
                 regrets.append(float(regret[-1]))
                 until_ahead.append(steps_until_ahead(regret))
                 steps, reward_curve = learning_curve(trace.reward, window, config.curve_points)

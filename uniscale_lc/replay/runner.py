@@ -48,6 +48,7 @@ __all__ = [
     "hindsight_choice",
     "make_policy",
     "question_order",
+    "reward_matrix",
     "run_learner",
     "task_tag_features",
 ]
@@ -552,16 +553,20 @@ def _reprice(
         space.add(Arm(spec, recorded.strategy))
 
 
+def reward_matrix(env: ReplayEnvironment, cost_weight: float) -> np.ndarray:
+    """Every arm's reward on every question: quality minus the cost penalty, with the dearest arm's realised
+    cost of that question as the reference (what `run_learner` pays when no drift reprices a model)."""
+    reference = np.where(env.reference_cost > 0, env.reference_cost, 1.0)[:, None]
+    return env.outcomes.quality - cost_weight * env.outcomes.cost_usd / reference
+
+
 def hindsight_choice(env: ReplayEnvironment, cost_weight: float, per_question: bool) -> np.ndarray:
     """Arm column(s) maximising reward in hindsight: one fixed arm, or the oracle's arm per question.
 
     Ties go to the cheaper arm; at weight 0 the oracle is the cheapest correct arm of each question.
     """
     outcomes = env.outcomes
-    reward = (
-        outcomes.quality
-        - cost_weight * outcomes.cost_usd / np.where(env.reference_cost > 0, env.reference_cost, 1.0)[:, None]
-    )
+    reward = reward_matrix(env, cost_weight)
     if per_question:
         # Lexicographic: highest reward, then lowest cost, then first column.
         order = np.lexsort(
