@@ -31,6 +31,8 @@ def test_the_leader_follows_the_sums_of_earlier_steps_only() -> None:
     assert choices[2] == 1 and choices[3] == 1  # totals (1, 5, 0), then (1, 6, 0)
     again = leader_choices(rewards, np.random.default_rng(0))
     np.testing.assert_array_equal(choices, again)  # seeded, so it repeats
+    with pytest.raises(ValueError, match=r"rewards: got shape \(4,\)"):
+        leader_choices(rewards[:, 0], np.random.default_rng(0))
 
 
 def test_the_ridge_router_matches_a_fresh_solve_before_every_step() -> None:

@@ -40,12 +40,19 @@ FULL_INFORMATION_LEARNERS: tuple[str, ...] = ("full_info_leader", "full_info_rou
 DEFAULT_RIDGE = 1.0
 
 
+def _matrix(values: np.ndarray, name: str) -> np.ndarray:
+    matrix = np.asarray(values, dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[1] == 0:
+        raise ValueError(f"{name}: got shape {matrix.shape}; pass a (steps, columns) array with columns >= 1")
+    return matrix
+
+
 def leader_choices(rewards: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Follow the leader: at step t, the column with the largest reward summed over steps 0..t-1.
 
     rewards: (steps, arms), every arm's reward at each step in stream order.
     """
-    rewards = np.asarray(rewards, dtype=np.float64)
+    rewards = _matrix(rewards, "rewards")
     totals = np.zeros(rewards.shape[1])
     choices = np.empty(rewards.shape[0], dtype=np.int64)
     for step, row in enumerate(rewards):
@@ -67,8 +74,7 @@ def ridge_router_choices(
     on every arm's intercept and `context_ridge` (default `CONTEXT_RIDGE_RATIO x ridge`) on its prompt
     weights, as LinUCB's defaults.
     """
-    contexts = np.asarray(contexts, dtype=np.float64)
-    rewards = np.asarray(rewards, dtype=np.float64)
+    contexts, rewards = _matrix(contexts, "contexts"), _matrix(rewards, "rewards")
     if contexts.shape[0] != rewards.shape[0]:
         raise ValueError(f"contexts and rewards differ in steps: {contexts.shape[0]} vs {rewards.shape[0]}")
     prior = np.full(
