@@ -114,7 +114,10 @@ def hindsight_frontier(
     return frontier
 
 
-def learner_frontier(traces: dict[tuple[str, int, float], RunTrace], learner: str, config: ReplayConfig):
+def learner_frontier(
+    traces: dict[tuple[str, int, float], RunTrace], learner: str, config: ReplayConfig
+) -> list[dict[str, Any]]:
+    """Per cost weight, a learner's mean accuracy, cost and reward over seeds (with their spreads)."""
     frontier = []
     for weight in config.cost_weights:
         runs = [traces[(learner, seed, weight)] for seed in range(config.seeds)]
