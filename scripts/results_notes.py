@@ -90,5 +90,14 @@ WHY_SECTION = [
     "does not converge to one arm even without exploring. Also measured and not adopted (docs/policy.md, "
     "'Session 12'): a prompt-difficulty model shared by every arm, and priors that trust the 8 prompt "
     "statistics more than the hashed n-grams.",
+    "- **Session 13: no change to the learning defaults.** On GSM8K every policy's hull is flat over most of "
+    "the shared cost range, so its AIQ is within about 0.001 of the accuracy of its most accurate point that "
+    "costs under about $0.003 a query (the frontier table in the gsm8k section). Aim 1 there asks for one cost "
+    "weight at which the learner's accuracy over the whole stream, exploration included, is above the most "
+    "accurate arm's. No arm averages that, so only routing per question can reach it, and no learner here "
+    "routes GSM8K per question that well, not even with full information. At cost weights 0.1 to 0.3 UniScale "
+    "spends most of the stream on gpt-4's 21 near-tied arms instead of the cheaper, more accurate gpt-4o. Also "
+    "measured and not adopted (docs/policy.md, 'Session 13'): a per-model level between the shared model and "
+    "the arms, and arm features without the price terms.",
     "",
 ]
