@@ -46,8 +46,10 @@ from .bounds import pruned_totals
 from .packed import PackedRidgeStats
 from .ridge import MAX_RIDGE, MIN_RIDGE, RidgeStats
 
-__all__ = ["ARM_RIDGE_RATIO", "CONTEXT_RIDGE_RATIO", "LinUCB", "RidgeStats"]
+__all__ = ["ARM_RIDGE_RATIO", "CONTEXT_RIDGE_RATIO", "DEFAULT_RIDGE", "LinUCB", "RidgeStats"]
 
+# The default prior precision of each arm's intercept (and of the arm-feature model): `ridge`.
+DEFAULT_RIDGE = 1.0
 # The default prior precision of context weights, as a multiple of `ridge` (docs/policy.md, "Priors"):
 # an arm's mean and its arm-feature prediction are well determined after a few pulls, while a prompt
 # feature's effect is small and noisy, so it is shrunk harder and buys less exploration.
@@ -80,7 +82,7 @@ class LinUCB:
     def __init__(
         self,
         alpha: float = 0.3,
-        ridge: float = 1.0,
+        ridge: float = DEFAULT_RIDGE,
         forgetting: float = 1.0,
         *,
         context_ridge: float | None = None,

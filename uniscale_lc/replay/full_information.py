@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..policy.base import argmax_tiebreak
-from ..policy.linucb import CONTEXT_RIDGE_RATIO
+from ..policy.linucb import CONTEXT_RIDGE_RATIO, DEFAULT_RIDGE
 from .runner import ReplayEnvironment, RunTrace, reward_matrix
 
 __all__ = [
@@ -36,8 +36,6 @@ __all__ = [
 ]
 
 FULL_INFORMATION_LEARNERS: tuple[str, ...] = ("full_info_leader", "full_info_router")
-# The library's LinUCB default `ridge`: the router's intercept prior; its prompt weights get 10x.
-DEFAULT_RIDGE = 1.0
 
 
 def _matrix(values: np.ndarray, name: str) -> np.ndarray:
